@@ -1,0 +1,73 @@
+//! Everything an inbound request can fail with, and the one place it becomes an HTTP answer.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use shared::http::{error_response, with_retry_after};
+
+use crate::publisher::PublishError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Missing or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The source has no credentials configured; names the variable to set.
+    #[error("no credentials are configured for this source: set {0}")]
+    NotConfigured(&'static str),
+    /// The body is not valid JSON, or not the shape the route expects; names the field.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// A required query parameter or header is missing or invalid.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the body is larger than this route accepts ({limit} bytes)")]
+    TooLarge { limit: usize },
+    #[error("expected Content-Type {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("too many requests for this credential; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u64 },
+    #[error("the event could not be queued: {0}")]
+    Unavailable(#[from] PublishError),
+}
+
+/// Seconds a sender should wait before retrying after a broker problem.
+const BROKER_RETRY_AFTER_S: u64 = 5;
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            IngestError::Unauthorized(_) => {
+                error_response(StatusCode::UNAUTHORIZED, "unauthorized", message)
+            }
+            IngestError::NotConfigured(_) => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "not_configured", message)
+            }
+            IngestError::InvalidBody(_) => {
+                error_response(StatusCode::BAD_REQUEST, "invalid_body", message)
+            }
+            IngestError::InvalidRequest(_) => {
+                error_response(StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
+            IngestError::TooLarge { .. } => {
+                error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+            }
+            IngestError::UnsupportedMediaType { .. } => error_response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            ),
+            IngestError::RateLimited { retry_after_s } => with_retry_after(
+                error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),
+                retry_after_s,
+            ),
+            IngestError::Unavailable(ref cause) => {
+                tracing::warn!(error = %cause, "answering 503: event not confirmed");
+                with_retry_after(
+                    error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message),
+                    BROKER_RETRY_AFTER_S,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The route table of ingest, in one place, and the state every handler shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use shared::http::{error_response, healthz, metrics};
+
+use crate::publisher::Publisher;
+use crate::settings::IngestSettings;
+use crate::sources::{self, KeySet};
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<AppContext>);
+
+pub struct AppContext {
+    pub publisher: Publisher,
+    pub omi_keys: KeySet,
+    pub json_body_limit: usize,
+    pub audio_body_limit: usize,
+    /// `LOG_EVENTS`: one log line per accepted event.
+    pub log_events: bool,
+}
+
+impl Deref for AppState {
+    type Target = AppContext;
+    fn deref(&self) -> &AppContext {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(settings: &IngestSettings, publisher: Publisher) -> Self {
+        AppState(Arc::new(AppContext {
+            publisher,
+            omi_keys: KeySet::new("OMI_KEYS", &settings.omi_keys),
+            json_body_limit: settings.json_body_limit,
+            audio_body_limit: settings.audio_body_limit,
+            log_events: settings.logs.events,
+        }))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ping", get(|| async { "pong" }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(sources::omi::routes())
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .layer(middleware::from_fn(record_request))
+        .with_state(state)
+}
+
+/// `GET /readyz`: 200 only while the broker connection is up.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.publisher.is_ready() {
+        "ready".into_response()
+    } else {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "not connected to the broker",
+        )
+    }
+}
+
+/// Counts every request by route and status, and times it.
+async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("ingest_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ingest_request_duration_seconds", "route" => route)
+        .record(started.elapsed());
+    response
+}

@@ -1,0 +1,46 @@
+//! Ingest's settings, read once from the environment at start.
+
+use std::net::SocketAddr;
+
+use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
+
+#[derive(Clone, Debug)]
+pub struct IngestSettings {
+    /// `INGEST_ADDR` (default `0.0.0.0:8080`).
+    pub addr: SocketAddr,
+    pub broker: BrokerSettings,
+    pub logs: LogSettings,
+    /// `OMI_KEYS`: keys accepted on the Omi routes; several allow rotation.
+    pub omi_keys: Vec<String>,
+    /// `ASLEEP_API_KEYS`: `x-api-key` values accepted on the Asleep routes.
+    pub asleep_api_keys: Vec<String>,
+    /// `REFLECTOR_SECRETS`: secrets tried for `X-Webhook-Signature` on the Reflector route.
+    pub reflector_secrets: Vec<String>,
+    /// `JSON_BODY_LIMIT_BYTES` (default 2 MiB): the largest JSON body accepted; 413 beyond.
+    pub json_body_limit: usize,
+    /// `AUDIO_BODY_LIMIT_BYTES` (default 8 MiB): the largest audio body accepted; 413 beyond.
+    pub audio_body_limit: usize,
+}
+
+impl IngestSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(IngestSettings {
+            addr: env.addr("INGEST_ADDR", "0.0.0.0:8080")?,
+            broker: BrokerSettings::from_env(env)?,
+            logs: LogSettings::from_env(env)?,
+            omi_keys: env.list("OMI_KEYS"),
+            asleep_api_keys: env.list("ASLEEP_API_KEYS"),
+            reflector_secrets: env.list("REFLECTOR_SECRETS"),
+            json_body_limit: env.parse("JSON_BODY_LIMIT_BYTES", 2 * 1024 * 1024)?,
+            audio_body_limit: env.parse("AUDIO_BODY_LIMIT_BYTES", 8 * 1024 * 1024)?,
+        })
+    }
+
+    /// The defaults, with the given broker and Omi keys: for tests, benchmarks and local runs.
+    pub fn local(broker: BrokerSettings, omi_keys: &[&str]) -> Self {
+        let mut settings = Self::from_env(&Env::new(|_| None)).expect("defaults are valid");
+        settings.broker = broker;
+        settings.omi_keys = omi_keys.iter().map(|key| key.to_string()).collect();
+        settings
+    }
+}

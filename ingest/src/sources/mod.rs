@@ -1,0 +1,277 @@
+//! The inbound providers, one module each, and the plumbing they share.
+//!
+//! Every provider module has the same shape: an extractor that authenticates the caller (so no
+//! handler can forget it), parsers that turn the sender's body into a typed payload from
+//! `shared::payload` (so bad input is refused here with a 400 naming the field), and the
+//! provider's own event id for deduplication. What is left, building the envelope, publishing
+//! it and answering 202, is [`accept`], written once.
+
+pub mod omi;
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use shared::{Envelope, EventKind};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::error::IngestError;
+use crate::routes::AppState;
+
+/// Secrets accepted for one source, compared in constant time.
+///
+/// Keys are kept as SHA-256 digests, so comparing a presented key costs the same whatever its
+/// length or how much of it matches.
+#[derive(Clone)]
+pub struct KeySet {
+    digests: Vec<[u8; 32]>,
+    /// The variable that configures the keys, named when none are set.
+    variable: &'static str,
+}
+
+impl KeySet {
+    pub fn new(variable: &'static str, keys: &[String]) -> Self {
+        KeySet {
+            digests: keys.iter().map(|key| digest(key.as_bytes())).collect(),
+            variable,
+        }
+    }
+
+    /// Ok when `presented` is one of the keys; checks every key, never stopping early.
+    pub fn check(&self, presented: Option<&str>) -> Result<(), IngestError> {
+        if self.digests.is_empty() {
+            return Err(IngestError::NotConfigured(self.variable));
+        }
+        let presented = presented.ok_or(IngestError::Unauthorized("missing credentials"))?;
+        let candidate = digest(presented.as_bytes());
+        let matched = self
+            .digests
+            .iter()
+            .fold(subtle::Choice::from(0), |found, key| {
+                found | key.ct_eq(&candidate)
+            });
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(IngestError::Unauthorized("wrong credentials"))
+        }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Query parameters, read leniently: `?` is taken as a separator too, because older Omi
+/// releases append `?uid=U` to a URL that already has `?key=K`.
+pub struct LenientQuery(pub HashMap<String, String>);
+
+impl LenientQuery {
+    pub fn parse(raw: &str) -> Self {
+        let normalized = raw.replace('?', "&");
+        LenientQuery(
+            form_urlencoded::parse(normalized.as_bytes())
+                .map(|(name, value)| (name.into_owned(), value.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|value| !value.is_empty())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for LenientQuery {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(LenientQuery::parse(parts.uri.query().unwrap_or("")))
+    }
+}
+
+/// Reads the whole body, refusing it with 413 as soon as it grows past `limit`.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(IngestError::TooLarge { limit })
+        }
+        Err(error) => Err(IngestError::InvalidRequest(format!(
+            "cannot read the body: {error}"
+        ))),
+    }
+}
+
+/// Parses JSON into `T`; errors name the path of the offending field (`segments[0].text`).
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, IngestError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let problem = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("malformed JSON: {inner}")
+            }
+            _ => inner.to_string(),
+        };
+        if path == "." {
+            IngestError::InvalidBody(problem)
+        } else {
+            IngestError::InvalidBody(format!("{path}: {problem}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| IngestError::InvalidBody(format!("malformed JSON: {error}")))?;
+    Ok(parsed)
+}
+
+/// What a provider module hands to [`accept`]: a validated event, before it has an id.
+pub struct Inbound {
+    pub kind: EventKind,
+    pub uid: String,
+    /// The provider's own id for the event, when it has one (second in the dedup order).
+    pub provider_id: Option<String>,
+    /// Canonical JSON (or raw PCM for audio).
+    pub payload: Bytes,
+    pub sample_rate: Option<u32>,
+}
+
+/// The dedup key, in the contract's order: the `Idempotency-Key` header, the provider's own id,
+/// else a SHA-256 of source, uid and the raw body.
+pub fn dedup_key(headers: &HeaderMap, inbound: &Inbound, raw_body: &[u8]) -> String {
+    let idempotency_key = headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty());
+    if let Some(key) = idempotency_key {
+        return format!("idempotency-key:{key}");
+    }
+    if let Some(id) = &inbound.provider_id {
+        return format!("id:{id}");
+    }
+    let mut hasher = Sha256::new();
+    for part in [
+        inbound.kind.source().as_str().as_bytes(),
+        inbound.uid.as_bytes(),
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.update(raw_body);
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// Builds the envelope, publishes it and answers 202 once the broker has confirmed it.
+pub async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw_body: &[u8],
+    inbound: Inbound,
+) -> Result<Response, IngestError> {
+    let envelope = Envelope {
+        event_id: Uuid::now_v7(),
+        dedup_key: dedup_key(headers, &inbound, raw_body),
+        kind: inbound.kind,
+        uid: inbound.uid,
+        received_at: Utc::now(),
+        sample_rate: inbound.sample_rate,
+        payload: inbound.payload,
+    };
+    state.publisher.publish(&envelope).await?;
+    metrics::counter!("ingest_events_accepted_total", "kind" => envelope.kind.as_str())
+        .increment(1);
+    if state.log_events {
+        tracing::info!(
+            event_id = %envelope.event_id,
+            source = envelope.source().as_str(),
+            kind = envelope.kind.as_str(),
+            uid = %envelope.uid,
+            bytes = envelope.payload.len(),
+            outcome = "queued",
+            "event"
+        );
+    }
+    let body = serde_json::json!({"status": "queued", "event_id": envelope.event_id});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broken_omi_query_form_is_read() {
+        let query = LenientQuery::parse("key=K?uid=U");
+        assert_eq!(query.get("key"), Some("K"));
+        assert_eq!(query.get("uid"), Some("U"));
+    }
+
+    #[test]
+    fn keys_are_checked_against_every_configured_key() {
+        let keys = KeySet::new("OMI_KEYS", &["old".into(), "new".into()]);
+        assert!(keys.check(Some("old")).is_ok());
+        assert!(keys.check(Some("new")).is_ok());
+        assert!(matches!(
+            keys.check(Some("ne")),
+            Err(IngestError::Unauthorized(_))
+        ));
+        assert!(matches!(
+            keys.check(None),
+            Err(IngestError::Unauthorized(_))
+        ));
+    }
+
+    #[test]
+    fn a_source_without_keys_names_its_variable() {
+        let error = KeySet::new("OMI_KEYS", &[]).check(Some("x")).unwrap_err();
+        assert!(error.to_string().contains("OMI_KEYS"));
+    }
+
+    fn inbound(provider_id: Option<&str>) -> Inbound {
+        Inbound {
+            kind: EventKind::OmiTranscript,
+            uid: "u1".into(),
+            provider_id: provider_id.map(str::to_owned),
+            payload: Bytes::new(),
+            sample_rate: None,
+        }
+    }
+
+    #[test]
+    fn dedup_key_prefers_the_idempotency_key_then_the_provider_id_then_a_hash() {
+        let mut headers = HeaderMap::new();
+        assert!(dedup_key(&headers, &inbound(None), b"{}").starts_with("sha256:"));
+        assert_eq!(dedup_key(&headers, &inbound(Some("c1")), b"{}"), "id:c1");
+        headers.insert("idempotency-key", "k1".parse().unwrap());
+        assert_eq!(
+            dedup_key(&headers, &inbound(Some("c1")), b"{}"),
+            "idempotency-key:k1"
+        );
+    }
+
+    #[test]
+    fn the_body_hash_depends_on_uid_and_body() {
+        let headers = HeaderMap::new();
+        let a = dedup_key(&headers, &inbound(None), b"{}");
+        let mut other_uid = inbound(None);
+        other_uid.uid = "u2".into();
+        assert_ne!(a, dedup_key(&headers, &other_uid, b"{}"));
+        assert_ne!(a, dedup_key(&headers, &inbound(None), b"{ }"));
+        assert_eq!(a, dedup_key(&headers, &inbound(None), b"{}"));
+    }
+}

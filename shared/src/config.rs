@@ -1,0 +1,195 @@
+//! Settings read from the environment (INTERFACE.md section 2), with their defaults.
+//!
+//! Each process reads its settings once at start through [`Env`], which takes any lookup
+//! function so that tests build settings without touching the process environment.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A failed setting: names the variable and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+/// Reads typed settings from a variable lookup (the process environment in production).
+pub struct Env<F: Fn(&str) -> Option<String>> {
+    lookup: F,
+}
+
+impl Env<fn(&str) -> Option<String>> {
+    pub fn process() -> Self {
+        Env {
+            lookup: |name| std::env::var(name).ok(),
+        }
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    pub fn new(lookup: F) -> Self {
+        Env { lookup }
+    }
+
+    /// The variable's value, or `None` when unset or blank.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|value| !value.trim().is_empty())
+    }
+
+    pub fn string(&self, name: &str, default: &str) -> String {
+        self.optional(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    pub fn parse<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|error: T::Err| ConfigError {
+                name,
+                problem: format!("cannot parse {raw:?}: {error}"),
+            }),
+        }
+    }
+
+    pub fn millis(&self, name: &'static str, default_ms: u64) -> Result<Duration, ConfigError> {
+        self.parse(name, default_ms).map(Duration::from_millis)
+    }
+
+    pub fn addr(&self, name: &'static str, default: &str) -> Result<SocketAddr, ConfigError> {
+        self.parse(name, default.parse().expect("default address is valid"))
+    }
+
+    /// A comma-separated list; blank items are dropped.
+    pub fn list(&self, name: &str) -> Vec<String> {
+        self.optional(name)
+            .map(|raw| {
+                raw.split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+        match self
+            .optional(name)
+            .map(|raw| raw.trim().to_ascii_lowercase())
+        {
+            None => Ok(default),
+            Some(raw) => match raw.as_str() {
+                "1" | "true" | "yes" | "on" => Ok(true),
+                "0" | "false" | "no" | "off" => Ok(false),
+                _ => Err(ConfigError {
+                    name,
+                    problem: format!("expected true or false, got {raw:?}"),
+                }),
+            },
+        }
+    }
+}
+
+/// How to reach RabbitMQ and name what we declare there; both processes read it.
+#[derive(Clone, Debug)]
+pub struct BrokerSettings {
+    /// `AMQP_URL`.
+    pub url: String,
+    /// `QUEUE_PREFIX` (default `webhooks`): every exchange and queue name starts with it, so
+    /// several deployments, or tests, can share one vhost.
+    pub prefix: String,
+    /// `AMQP_CONFIRM_TIMEOUT_MS` (default 5000): how long ingest waits for the broker's confirm
+    /// before answering 503.
+    pub confirm_timeout: Duration,
+    /// `DELIVERY_LIMIT` (default 5): deliveries of one message before the queue dead-letters it.
+    pub delivery_limit: u32,
+}
+
+impl BrokerSettings {
+    pub const DEFAULT_URL: &'static str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(BrokerSettings {
+            url: env.string("AMQP_URL", Self::DEFAULT_URL),
+            prefix: env.string("QUEUE_PREFIX", "webhooks"),
+            confirm_timeout: env.millis("AMQP_CONFIRM_TIMEOUT_MS", 5_000)?,
+            delivery_limit: env.parse("DELIVERY_LIMIT", 5)?,
+        })
+    }
+}
+
+/// Logging settings shared by both processes.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// `LOG_LEVEL` (default `info`): a tracing filter such as `info,worker=debug`.
+    pub level: String,
+    /// `LOG_FORMAT`: `pretty` or `json`; default `pretty` on a terminal, else `json`.
+    pub json: Option<bool>,
+    /// `LOG_EVENTS` (default false): one log line per event with its summary.
+    pub events: bool,
+}
+
+impl LogSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let json = match env.optional("LOG_FORMAT").as_deref() {
+            None => None,
+            Some("json") => Some(true),
+            Some("pretty") => Some(false),
+            Some(other) => {
+                return Err(ConfigError {
+                    name: "LOG_FORMAT",
+                    problem: format!("expected pretty or json, got {other:?}"),
+                });
+            }
+        };
+        Ok(LogSettings {
+            level: env.string("LOG_LEVEL", "info"),
+            json,
+            events: env.flag("LOG_EVENTS", false)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env::new(move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let broker = BrokerSettings::from_env(&env(&[])).unwrap();
+        assert_eq!(broker.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(broker.prefix, "webhooks");
+        let logs = LogSettings::from_env(&env(&[])).unwrap();
+        assert_eq!(logs.level, "info");
+        assert!(!logs.events);
+    }
+
+    #[test]
+    fn lists_drop_blanks_and_trim() {
+        assert_eq!(env(&[("K", " a, ,b ,")]).list("K"), vec!["a", "b"]);
+        assert!(env(&[("K", "  ")]).list("K").is_empty());
+    }
+
+    #[test]
+    fn a_bad_number_names_the_variable() {
+        let error = env(&[("DELIVERY_LIMIT", "many")])
+            .parse::<u32>("DELIVERY_LIMIT", 5)
+            .unwrap_err();
+        assert!(error.to_string().contains("DELIVERY_LIMIT"), "{error}");
+    }
+}

@@ -1,0 +1,51 @@
+//! Omi payloads as they travel on the queue.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A batch of real-time transcript segments, whichever of Omi's shapes it arrived in.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TranscriptBatch {
+    /// The sender's session id: the uid for Omi's real-time transcripts, a conversation id for
+    /// the Thalamus batch.
+    pub session_id: String,
+    /// When the sender logged the batch (Thalamus only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_timestamp: Option<DateTime<Utc>>,
+    pub segments: Vec<Segment>,
+}
+
+/// One transcribed utterance. Fields Omi adds over time are kept in `extra`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Omi's segment id, when it sends one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub text: String,
+    /// The diarization label, e.g. `SPEAKER_00`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker_id: Option<i64>,
+    #[serde(default)]
+    pub is_user: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_id: Option<String>,
+    /// Seconds from the start of the recording.
+    pub start: f64,
+    pub end: f64,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Segment {
+    /// The label that identifies this segment's speaker within its session.
+    pub fn speaker_label(&self) -> String {
+        match (&self.speaker, self.speaker_id) {
+            (Some(label), _) => label.clone(),
+            (None, Some(index)) => format!("SPEAKER_{index:02}"),
+            (None, None) => "SPEAKER_UNKNOWN".to_owned(),
+        }
+    }
+}

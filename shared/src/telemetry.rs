@@ -1,0 +1,55 @@
+//! Tracing logs and the Prometheus metrics recorder, set up the same way in both processes.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogSettings;
+
+/// Installs the global tracing subscriber. Safe to call more than once (tests do): later calls
+/// keep the first subscriber.
+pub fn init_tracing(settings: &LogSettings) {
+    let filter = EnvFilter::try_new(&settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = settings
+        .json
+        .unwrap_or_else(|| !std::io::stdout().is_terminal());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _already_set = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+///
+/// `metrics` allows one global recorder per process; several apps started by one test binary
+/// share it, which only means their counters add up.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            spawn_upkeep(handle.clone());
+            handle
+        })
+        .clone()
+}
+
+/// Histograms are drained into summaries by an upkeep call; run it in the background.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}

@@ -1,0 +1,389 @@
+//! Test support for the crates' integration tests: a database and a queue prefix of each test's
+//! own, fixtures, and a TCP proxy the test owns to cut or stall the path to the broker or
+//! Postgres without touching the shared servers.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use sqlx::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::broker::Topology;
+use crate::config::BrokerSettings;
+
+/// The Postgres server the tests use (`TEST_DATABASE_URL`, default the local one).
+pub fn postgres_server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A name no other test, run or process uses: `<prefix>_<pid>_<n>_<nanos>`.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}_{}_{n}_{nanos}", std::process::id())
+}
+
+/// The bytes of a file under `shared/testdata/fixtures/` (a copy of `../shared/fixtures`).
+pub fn fixture(relative: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/fixtures")
+        .join(relative);
+    std::fs::read(&path).unwrap_or_else(|error| panic!("fixture {}: {error}", path.display()))
+}
+
+/// A database name reserved for one test; dropped (with its connections) when this is dropped.
+/// The database itself is created by whoever connects first (the worker creates it if missing).
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub fn new() -> Self {
+        let name = unique_name("test");
+        let url = format!("{}/{name}", postgres_server_url());
+        TestDatabase { name, url }
+    }
+}
+
+impl Default for TestDatabase {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+        run_blocking(async move {
+            let admin = format!("{}/postgres", postgres_server_url());
+            if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
+                let _ = sqlx::query(&statement).execute(&mut connection).await;
+            }
+        });
+    }
+}
+
+/// Broker settings with a prefix of this test's own; its exchanges and queues are deleted when
+/// this is dropped.
+pub struct TestBroker {
+    pub settings: BrokerSettings,
+}
+
+impl TestBroker {
+    pub fn new() -> Self {
+        let settings = BrokerSettings {
+            url: std::env::var("TEST_AMQP_URL")
+                .unwrap_or_else(|_| BrokerSettings::DEFAULT_URL.into()),
+            prefix: unique_name("test"),
+            confirm_timeout: std::time::Duration::from_secs(5),
+            delivery_limit: 5,
+        };
+        TestBroker { settings }
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.settings)
+    }
+
+    /// The same prefix, reached through another URL (a [`TcpProxy`] in front of the broker).
+    pub fn settings_via(&self, url: String) -> BrokerSettings {
+        BrokerSettings {
+            url,
+            ..self.settings.clone()
+        }
+    }
+
+    /// Takes the next message off the events queue (acknowledging it), as an envelope.
+    pub async fn take_event(&self) -> Option<crate::Envelope> {
+        let connection = crate::broker::connect(&self.settings.url, "testkit")
+            .await
+            .ok()?;
+        let channel = connection.create_channel().await.ok()?;
+        let queue = self.topology().events_queue;
+        let message = channel
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")?;
+        let delivery = message.delivery;
+        let _ = connection.close(200, "done".into()).await;
+        Some(crate::Envelope::from_amqp(&delivery.properties, delivery.data).expect("an envelope"))
+    }
+
+    /// Messages ready on the events queue (0 when it was never declared).
+    pub async fn events_ready(&self) -> u32 {
+        let connection = crate::broker::connect(&self.settings.url, "testkit")
+            .await
+            .expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        let passive = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let queue = self.topology().events_queue;
+        let count = channel
+            .queue_declare(
+                queue.as_str().into(),
+                passive,
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map(|queue| queue.message_count())
+            .unwrap_or(0);
+        let _ = connection.close(200, "done".into()).await;
+        count
+    }
+
+    /// `amqp://guest:guest@<addr>/%2f`, for a proxy's address.
+    pub fn url_for(addr: std::net::SocketAddr) -> String {
+        format!("amqp://guest:guest@{addr}/%2f")
+    }
+}
+
+impl Default for TestBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let topology = self.topology();
+        let url = self.settings.url.clone();
+        run_blocking(async move {
+            let Ok(connection) = crate::broker::connect(&url, "testkit-cleanup").await else {
+                return;
+            };
+            let Ok(channel) = connection.create_channel().await else {
+                return;
+            };
+            for queue in [&topology.events_queue, &topology.dead_queue] {
+                let _ = channel
+                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+            for exchange in [&topology.events_exchange, &topology.dead_exchange] {
+                let _ = channel
+                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+            let _ = connection.close(200, "cleanup".into()).await;
+        });
+    }
+}
+
+/// A service (ingest or worker) running in the test's runtime on a port of its own.
+pub struct Spawned {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Spawned {
+    /// Starts `run(listener, shutdown)` on 127.0.0.1 port 0.
+    pub async fn start<F, Fut, E>(run: F) -> Self
+    where
+        F: FnOnce(
+            TcpListener,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Debug,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = stopped.await;
+        });
+        let service = run(listener, shutdown);
+        let task = tokio::spawn(async move {
+            service.await.expect("service failed");
+        });
+        Spawned {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Asks the service to stop gracefully and waits until it has.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `seconds`.
+pub async fn eventually<T, Fut>(seconds: u64, what: &str, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs cleanup on a thread of its own, so it works from `Drop` inside or outside a runtime.
+fn run_blocking(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let thread = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("cleanup runtime")
+            .block_on(work)
+    });
+    let _ = thread.join();
+}
+
+/// What a [`TcpProxy`] does with traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards both ways.
+    Open,
+    /// Holds every byte without forwarding: the peer looks alive but never answers.
+    Stalled,
+    /// Closes every connection and every new one at once: the peer is down.
+    Cut,
+}
+
+/// A TCP proxy on 127.0.0.1 that a test owns, between a service and the broker or database.
+pub struct TcpProxy {
+    pub addr: std::net::SocketAddr,
+    mode: watch::Sender<ProxyMode>,
+    held_bytes: Arc<AtomicUsize>,
+    _accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let addr = listener.local_addr().unwrap();
+        let (mode, mode_changes) = watch::channel(ProxyMode::Open);
+        let held_bytes = Arc::new(AtomicUsize::new(0));
+        let accept_loop = tokio::spawn(accept_loop(
+            listener,
+            target.to_owned(),
+            mode_changes,
+            held_bytes.clone(),
+        ));
+        TcpProxy {
+            addr,
+            mode,
+            held_bytes,
+            _accept_loop: accept_loop,
+        }
+    }
+
+    pub fn set_mode(&self, mode: ProxyMode) {
+        if mode == ProxyMode::Stalled {
+            self.held_bytes.store(0, Ordering::SeqCst);
+        }
+        self.mode.send_replace(mode);
+    }
+
+    /// Bytes that arrived while stalled and were held back.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes.load(Ordering::SeqCst)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    target: String,
+    mode: watch::Receiver<ProxyMode>,
+    held_bytes: Arc<AtomicUsize>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((client, _)) = listener.accept().await else {
+            continue;
+        };
+        if *mode.borrow() == ProxyMode::Cut {
+            drop(client);
+            continue;
+        }
+        let Ok(server) = TcpStream::connect(&target).await else {
+            continue;
+        };
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        connections.spawn(pipe(
+            client_read,
+            server_write,
+            mode.clone(),
+            held_bytes.clone(),
+        ));
+        connections.spawn(pipe(
+            server_read,
+            client_write,
+            mode.clone(),
+            held_bytes.clone(),
+        ));
+    }
+}
+
+/// Copies one direction, obeying the mode; returning drops (closes) both halves.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<ProxyMode>,
+    held_bytes: Arc<AtomicUsize>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buffer) => read,
+            _ = wait_for(&mut mode, ProxyMode::Cut) => return,
+        };
+        let Ok(n @ 1..) = read else { return };
+        loop {
+            let current = *mode.borrow_and_update();
+            match current {
+                ProxyMode::Open => break,
+                ProxyMode::Cut => return,
+                ProxyMode::Stalled => {
+                    held_bytes.fetch_add(n, Ordering::SeqCst);
+                    if mode.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for(mode: &mut watch::Receiver<ProxyMode>, wanted: ProxyMode) {
+    let _ = mode.wait_for(|current| *current == wanted).await;
+}

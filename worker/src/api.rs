@@ -1,0 +1,41 @@
+//! The worker's HTTP surface: health, readiness and metrics (the management API joins here).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use shared::http::{error_response, healthz, metrics};
+
+use crate::WorkerContext;
+
+pub fn router(context: Arc<WorkerContext>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(context)
+}
+
+/// `GET /readyz`: 200 only when both the broker and the database are reachable.
+async fn readyz(State(context): State<Arc<WorkerContext>>) -> Response {
+    if !context.broker_connected.load(Ordering::SeqCst) {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "not connected to the broker",
+        );
+    }
+    match sqlx::query("SELECT 1").execute(&context.pool).await {
+        Ok(_) => "ready".into_response(),
+        Err(error) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("database unreachable: {error}"),
+        ),
+    }
+}

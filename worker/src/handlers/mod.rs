@@ -1,0 +1,103 @@
+//! One handler per event kind, and the transaction they all run in.
+//!
+//! [`handle`] opens a transaction, claims the event's dedup key in `inbound_events` (the unique
+//! constraint decides, so two workers racing on one event cannot both store it), runs the
+//! kind's handler and commits. The consumer acknowledges the message only after this returns.
+
+mod transcript;
+
+use shared::{Envelope, EventKind};
+use sqlx::{PgPool, Postgres, Transaction};
+
+/// What became of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Stored,
+    /// Its dedup key (or event id) was already stored: a redelivery or a sender's retry.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("payload of {kind:?} cannot be read: {problem}")]
+    BadPayload { kind: EventKind, problem: String },
+    #[error("no handler for {0:?} yet")]
+    Unsupported(EventKind),
+}
+
+impl HandlerError {
+    /// True for failures that pass by themselves (Postgres down or restarting): the event is
+    /// retried in place instead of counting towards the dead-letter limit.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HandlerError::Database(error) => {
+                matches!(
+                    error,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Protocol(_)
+                        | sqlx::Error::WorkerCrashed
+                ) || is_transient_database_code(error)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Serialization failures, deadlocks and "the server is shutting down" are worth a retry.
+fn is_transient_database_code(error: &sqlx::Error) -> bool {
+    let Some(code) = error.as_database_error().and_then(|e| e.code()) else {
+        return false;
+    };
+    matches!(
+        &*code,
+        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+    )
+}
+
+/// Stores one event exactly once.
+pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, HandlerError> {
+    let mut tx = pool.begin().await?;
+    if !claim(&mut tx, envelope).await? {
+        tx.rollback().await?;
+        return Ok(Outcome::Duplicate);
+    }
+    match envelope.kind {
+        EventKind::OmiTranscript => transcript::store(&mut tx, envelope).await?,
+        other => return Err(HandlerError::Unsupported(other)),
+    }
+    tx.commit().await?;
+    Ok(Outcome::Stored)
+}
+
+/// Inserts the event's row; false when its event id or dedup key is already there.
+async fn claim(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbound_events (event_id, source, kind, uid, dedup_key, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(envelope.event_id)
+    .bind(envelope.source().as_str())
+    .bind(envelope.kind.as_str())
+    .bind(&envelope.uid)
+    .bind(&envelope.dedup_key)
+    .bind(envelope.received_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Parses an envelope's JSON payload into the type its kind promises.
+fn payload<T: serde::de::DeserializeOwned>(envelope: &Envelope) -> Result<T, HandlerError> {
+    serde_json::from_slice(&envelope.payload).map_err(|error| HandlerError::BadPayload {
+        kind: envelope.kind,
+        problem: error.to_string(),
+    })
+}

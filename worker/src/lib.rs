@@ -1,0 +1,65 @@
+//! `worker`: consumes accepted events from RabbitMQ and makes them durable in Postgres, exactly
+//! once, acknowledging each message only after its transaction commits. Any number of workers
+//! can run side by side as competing consumers.
+//!
+//! # Layout
+//! - [`consumer`]: the RabbitMQ consumer: prefetch, ack after commit, retry, reconnect.
+//! - [`handlers`]: the per-kind handlers and the dedup claim they share.
+//! - [`api`]: health, readiness and metrics over HTTP.
+//! - [`db`]: database creation, pool and migrations.
+//! - [`settings`]: configuration from the environment.
+
+pub mod api;
+pub mod consumer;
+pub mod db;
+pub mod handlers;
+pub mod settings;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::settings::WorkerSettings;
+
+/// What the consumer and the HTTP handlers share.
+pub struct WorkerContext {
+    pub settings: WorkerSettings,
+    pub pool: PgPool,
+    /// True while the consumer holds a live broker connection (for `/readyz`).
+    pub broker_connected: AtomicBool,
+}
+
+/// Migrates, then consumes and serves HTTP on `listener` until `shutdown` resolves; in-flight
+/// events finish (and are acknowledged) before it returns.
+pub async fn run(
+    settings: WorkerSettings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    db::migrate(&settings.database_url).await?;
+    let pool = db::pool(&settings.database_url, settings.database_max_connections)?;
+    let context = Arc::new(WorkerContext {
+        settings,
+        pool,
+        broker_connected: AtomicBool::new(false),
+    });
+    let (stop, stopping) = watch::channel(false);
+    let consumer = tokio::spawn(consumer::run(context.clone(), stopping.clone()));
+    tracing::info!(addr = %listener.local_addr()?, "worker listening");
+    let mut http_stopping = stopping;
+    let server =
+        axum::serve(listener, api::router(context.clone())).with_graceful_shutdown(async move {
+            let _ = http_stopping.wait_for(|stop| *stop).await;
+        });
+    let server = tokio::spawn(server.into_future());
+    shutdown.await;
+    stop.send_replace(true);
+    let _ = consumer.await;
+    let _ = server.await;
+    context.pool.close().await;
+    Ok(())
+}
