@@ -10,6 +10,7 @@
 //! - [`config`]: settings read from the environment (INTERFACE.md section 2).
 //! - [`broker`]: connecting to RabbitMQ and declaring the exchanges and queues.
 //! - [`telemetry`]: tracing logs and the Prometheus recorder.
+//! - [`signature`]: Standard Webhooks and Reflector signatures, signing and verifying.
 //! - [`http`]: the small pieces both HTTP servers share (health, metrics, JSON errors, shutdown).
 //! - `testkit` (feature `testkit`): per-test databases and queue prefixes, and a TCP proxy for
 //!   fault injection, used by the crates' integration tests.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod envelope;
 pub mod http;
 pub mod payload;
+pub mod signature;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -5,7 +5,8 @@
 //! # Layout
 //! - [`consumer`]: the RabbitMQ consumer: prefetch, ack after commit, retry, reconnect.
 //! - [`handlers`]: the per-kind handlers and the dedup claim they share.
-//! - [`api`]: health, readiness and metrics over HTTP.
+//! - [`api`]: health, readiness, metrics and the management API.
+//! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`db`]: database creation, pool and migrations.
 //! - [`settings`]: configuration from the environment.
 
@@ -13,6 +14,7 @@ pub mod api;
 pub mod consumer;
 pub mod db;
 pub mod handlers;
+pub mod outbound;
 pub mod settings;
 
 use std::future::Future;

@@ -1,4 +1,11 @@
-//! The worker's HTTP surface: health, readiness and metrics (the management API joins here).
+//! The worker's HTTP surface: health, readiness and metrics, and the management API behind
+//! `ADMIN_TOKEN`. The whole route table is here; each resource has a module of its own.
+
+mod auth;
+mod error;
+
+pub use auth::Admin;
+pub use error::ApiError;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,6 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use serde::Serialize;
 use shared::http::{error_response, healthz, metrics};
 
 use crate::WorkerContext;
@@ -19,6 +27,13 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
+}
+
+/// A page of a list: `{"items": [...], "next": <cursor or null>}`.
+#[derive(Debug, Serialize)]
+pub struct Page<T: Serialize> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
 }
 
 /// `GET /readyz`: 200 only when both the broker and the database are reachable.

@@ -1,0 +1,99 @@
+//! The transactional outbox: handlers record the events they cause in the same transaction as
+//! the state those events describe.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+/// The outbound event types of INTERFACE.md section 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum EventType {
+    #[serde(rename = "transcript.segment")]
+    TranscriptSegment,
+    #[serde(rename = "transcript.completed")]
+    TranscriptCompleted,
+    #[serde(rename = "memory.created")]
+    MemoryCreated,
+    #[serde(rename = "memory.status_changed")]
+    MemoryStatusChanged,
+    #[serde(rename = "day_summary.created")]
+    DaySummaryCreated,
+    #[serde(rename = "audio.level")]
+    AudioLevel,
+    #[serde(rename = "listening.status")]
+    ListeningStatus,
+    #[serde(rename = "sleep.inference")]
+    SleepInference,
+    #[serde(rename = "sleep.session_completed")]
+    SleepSessionCompleted,
+    #[serde(rename = "endpoint.disabled")]
+    EndpointDisabled,
+    #[serde(rename = "test")]
+    Test,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 11] = [
+        EventType::TranscriptSegment,
+        EventType::TranscriptCompleted,
+        EventType::MemoryCreated,
+        EventType::MemoryStatusChanged,
+        EventType::DaySummaryCreated,
+        EventType::AudioLevel,
+        EventType::ListeningStatus,
+        EventType::SleepInference,
+        EventType::SleepSessionCompleted,
+        EventType::EndpointDisabled,
+        EventType::Test,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::TranscriptSegment => "transcript.segment",
+            EventType::TranscriptCompleted => "transcript.completed",
+            EventType::MemoryCreated => "memory.created",
+            EventType::MemoryStatusChanged => "memory.status_changed",
+            EventType::DaySummaryCreated => "day_summary.created",
+            EventType::AudioLevel => "audio.level",
+            EventType::ListeningStatus => "listening.status",
+            EventType::SleepInference => "sleep.inference",
+            EventType::SleepSessionCompleted => "sleep.session_completed",
+            EventType::EndpointDisabled => "endpoint.disabled",
+            EventType::Test => "test",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<EventType> {
+        Self::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+}
+
+/// An event as stored in the outbox.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxEvent {
+    pub id: Uuid,
+    pub event_type: String,
+    pub uid: Option<String>,
+    pub data: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Records one outbound event inside the caller's transaction; returns its id (the stable
+/// `webhook-id` root of its deliveries).
+pub async fn emit(
+    tx: &mut Transaction<'_, Postgres>,
+    event_type: EventType,
+    uid: Option<&str>,
+    data: serde_json::Value,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO outbox (id, event_type, uid, data) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(event_type.as_str())
+        .bind(uid)
+        .bind(data)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
