@@ -123,6 +123,35 @@ impl TestBroker {
         Some(crate::Envelope::from_amqp(&delivery.properties, delivery.data).expect("an envelope"))
     }
 
+    /// Publishes an envelope straight to the events exchange (as a broker redelivery would
+    /// present it again), waiting for the confirm.
+    pub async fn publish(&self, envelope: &crate::Envelope) {
+        let connection = crate::broker::connect(&self.settings.url, "testkit")
+            .await
+            .expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        let topology = self.topology();
+        topology.declare(&channel).await.expect("declare");
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let confirm = channel
+            .basic_publish(
+                topology.events_exchange.as_str().into(),
+                crate::broker::EVENTS_ROUTING_KEY.into(),
+                lapin::options::BasicPublishOptions::default(),
+                &envelope.payload,
+                envelope.amqp_properties(),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        assert!(confirm.is_ack());
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// Messages ready on the events queue (0 when it was never declared).
     pub async fn events_ready(&self) -> u32 {
         let connection = crate::broker::connect(&self.settings.url, "testkit")

@@ -1,0 +1,200 @@
+//! From ingest through RabbitMQ into Postgres: transcripts are stored once, whatever the broker,
+//! the sender or a crashing worker do.
+
+mod harness;
+
+use harness::TestPipeline;
+use shared::testkit::{ProxyMode, TcpProxy, eventually, fixture};
+
+const EVENTS: &str = "SELECT count(*) FROM inbound_events";
+const SEGMENTS: &str = "SELECT count(*) FROM transcript_segments";
+const SESSIONS: &str = "SELECT count(*) FROM transcript_sessions";
+
+#[tokio::test]
+async fn a_posted_transcript_is_stored_with_its_session_speakers_and_times() {
+    let pipeline = TestPipeline::start().await;
+    pipeline
+        .post_omi_transcript("user-1", fixture("omi/realtime_transcript.json"), None)
+        .await;
+    pipeline.wait_for_count(SEGMENTS, 2).await;
+
+    let (uid, external_id): (String, String) =
+        sqlx::query_as("SELECT uid, external_id FROM transcript_sessions")
+            .fetch_one(&pipeline.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (uid.as_str(), external_id.as_str()),
+        ("user-1", "u7ZkQ2fW9xLmN3pR")
+    );
+
+    let rows: Vec<(String, String, bool, f64, f64, serde_json::Value)> = sqlx::query_as(
+        "SELECT sp.label, sg.text, sp.is_user, sg.start_s, sg.end_s, sg.extra
+         FROM transcript_segments sg JOIN transcript_speakers sp ON sp.id = sg.speaker_id
+         ORDER BY sg.start_s",
+    )
+    .fetch_all(&pipeline.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows[0].0, "SPEAKER_00");
+    assert_eq!(rows[0].1, "Okay, let's go over the launch plan.");
+    assert!(rows[0].2);
+    assert_eq!((rows[0].3, rows[0].4), (12.48, 14.9));
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].3, rows[1].4),
+        ("SPEAKER_01", 15.1, 18.02)
+    );
+    assert_eq!(
+        rows[1].5["stt_provider"], "deepgram",
+        "unknown fields are kept"
+    );
+}
+
+#[tokio::test]
+async fn later_batches_of_a_session_reuse_its_session_and_speakers() {
+    let pipeline = TestPipeline::start().await;
+    pipeline
+        .post_omi_transcript("user-1", fixture("omi/realtime_transcript.json"), None)
+        .await;
+    pipeline.wait_for_count(SEGMENTS, 2).await;
+    pipeline
+        .post_omi_transcript(
+            "user-1",
+            fixture("omi/realtime_transcript_bare_array.json"),
+            None,
+        )
+        .await;
+    pipeline.wait_for_count(SEGMENTS, 3).await;
+    // The bare array's session is the uid; the object's is its session_id.
+    assert_eq!(pipeline.count(SESSIONS).await, 2);
+    assert_eq!(
+        pipeline
+            .count("SELECT count(*) FROM transcript_speakers")
+            .await,
+        3
+    );
+}
+
+#[tokio::test]
+async fn a_sender_retry_with_the_same_idempotency_key_is_stored_once() {
+    let pipeline = TestPipeline::start().await;
+    let body = fixture("omi/realtime_transcript.json");
+    pipeline
+        .post_omi_transcript("u1", body.clone(), Some("delivery-1"))
+        .await;
+    pipeline
+        .post_omi_transcript("u1", body.clone(), Some("delivery-1"))
+        .await;
+    // A later, different event proves the worker has consumed everything before it.
+    pipeline
+        .post_omi_transcript("u1", fixture("omi/thalamus_batch.json"), Some("delivery-2"))
+        .await;
+    pipeline.wait_for_count(SEGMENTS, 3).await;
+    assert_eq!(pipeline.count(EVENTS).await, 2);
+}
+
+#[tokio::test]
+async fn a_redelivered_message_is_stored_once() {
+    let pipeline = TestPipeline::start().await;
+    pipeline
+        .post_omi_transcript("u1", fixture("omi/realtime_transcript.json"), None)
+        .await;
+    pipeline.wait_for_count(SEGMENTS, 2).await;
+    let event_id: uuid::Uuid = sqlx::query_scalar("SELECT event_id FROM inbound_events")
+        .fetch_one(&pipeline.pool)
+        .await
+        .unwrap();
+
+    // Publish the very same message again, as the broker does after a lost ack.
+    let original = shared::Envelope {
+        event_id,
+        kind: shared::EventKind::OmiTranscript,
+        uid: "u1".into(),
+        dedup_key: "redelivered".into(),
+        received_at: chrono::Utc::now(),
+        sample_rate: None,
+        payload: bytes::Bytes::from(fixture("omi/realtime_transcript.json")),
+    };
+    pipeline.broker.publish(&original).await;
+    pipeline
+        .post_omi_transcript("u1", fixture("omi/thalamus_batch.json"), None)
+        .await;
+    pipeline.wait_for_count(SEGMENTS, 3).await;
+    assert_eq!(pipeline.count(EVENTS).await, 2);
+}
+
+#[tokio::test]
+async fn two_workers_racing_on_duplicates_store_each_event_once() {
+    let mut pipeline = TestPipeline::start_with_workers(2).await;
+    let body = fixture("omi/realtime_transcript.json");
+    let posts = (0..20).map(|n| {
+        let key = format!("delivery-{}", n % 5);
+        let body = body.clone();
+        let pipeline = &pipeline;
+        async move { pipeline.post_omi_transcript("u1", body, Some(&key)).await }
+    });
+    futures_util::future::join_all(posts).await;
+    pipeline.wait_for_count(EVENTS, 5).await;
+    // Drain: every message is settled once the queue is empty and nothing is unacked.
+    eventually(15, "the queue to drain", || async {
+        (pipeline.broker.events_ready().await == 0).then_some(())
+    })
+    .await;
+    for worker in std::mem::take(&mut pipeline.workers) {
+        worker.stop().await;
+    }
+    assert_eq!(pipeline.count(EVENTS).await, 5);
+}
+
+/// The worker is killed (SIGKILL) after it took the message and began its transaction, before
+/// the commit; the broker redelivers the message and a new worker stores it, once.
+#[tokio::test]
+async fn a_worker_killed_before_its_commit_loses_nothing() {
+    let mut pipeline = TestPipeline::start_with_workers(0).await;
+    let database = TcpProxy::start("127.0.0.1:5432").await;
+    let mut doomed = spawn_worker_process(&pipeline, &database).await;
+
+    database.set_mode(ProxyMode::Stalled);
+    pipeline
+        .post_omi_transcript("u1", fixture("omi/realtime_transcript.json"), None)
+        .await;
+    eventually(15, "the worker to start its transaction", || async {
+        (database.held_bytes() > 0).then_some(())
+    })
+    .await;
+    doomed.kill().await.expect("kill the worker");
+    assert_eq!(pipeline.count(EVENTS).await, 0, "nothing was committed");
+
+    pipeline.add_worker().await;
+    pipeline.wait_for_count(SEGMENTS, 2).await;
+    assert_eq!(pipeline.count(EVENTS).await, 1);
+}
+
+/// Runs the real `worker` binary with its database reached through `database`.
+async fn spawn_worker_process(
+    pipeline: &TestPipeline,
+    database: &TcpProxy,
+) -> tokio::process::Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "postgres://postgres@{}/{}",
+        database.addr, pipeline.database.name
+    );
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("DATABASE_URL", url)
+        .env("AMQP_URL", &pipeline.broker.settings.url)
+        .env("QUEUE_PREFIX", &pipeline.broker.settings.prefix)
+        .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_LEVEL", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary");
+    pipeline
+        .wait_ready(&format!("http://127.0.0.1:{port}/readyz"))
+        .await;
+    child
+}
