@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`consumer`]: the RabbitMQ consumer: prefetch, ack after commit, retry, reconnect.
+//! - [`audio`]: audio levels and listening status.
 //! - [`handlers`]: the per-kind handlers and the dedup claim they share.
 //! - [`api`]: health, readiness, metrics and the management API.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
@@ -11,6 +12,7 @@
 //! - [`settings`]: configuration from the environment.
 
 pub mod api;
+pub mod audio;
 pub mod consumer;
 pub mod db;
 pub mod handlers;

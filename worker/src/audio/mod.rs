@@ -1,0 +1,3 @@
+//! Audio: levels computed from Omi's PCM stream, and listening status per uid.
+
+pub mod levels;
