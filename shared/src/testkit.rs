@@ -126,6 +126,11 @@ impl TestBroker {
     /// Publishes an envelope straight to the events exchange (as a broker redelivery would
     /// present it again), waiting for the confirm.
     pub async fn publish(&self, envelope: &crate::Envelope) {
+        self.publish_all(std::slice::from_ref(envelope)).await
+    }
+
+    /// Publishes envelopes in the given order on one channel, waiting for every confirm.
+    pub async fn publish_all(&self, envelopes: &[crate::Envelope]) {
         let connection = crate::broker::connect(&self.settings.url, "testkit")
             .await
             .expect("broker");
@@ -136,19 +141,20 @@ impl TestBroker {
             .confirm_select(lapin::options::ConfirmSelectOptions::default())
             .await
             .expect("confirm mode");
-        let confirm = channel
-            .basic_publish(
-                topology.events_exchange.as_str().into(),
-                crate::broker::EVENTS_ROUTING_KEY.into(),
-                lapin::options::BasicPublishOptions::default(),
-                &envelope.payload,
-                envelope.amqp_properties(),
-            )
-            .await
-            .expect("publish")
-            .await
-            .expect("confirm");
-        assert!(confirm.is_ack());
+        for envelope in envelopes {
+            channel
+                .basic_publish(
+                    topology.events_exchange.as_str().into(),
+                    crate::broker::EVENTS_ROUTING_KEY.into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    &envelope.payload,
+                    envelope.amqp_properties(),
+                )
+                .await
+                .expect("publish");
+        }
+        let returned = channel.wait_for_confirms().await.expect("confirms");
+        assert!(returned.is_empty(), "every message was routed");
         let _ = connection.close(200, "done".into()).await;
     }
 

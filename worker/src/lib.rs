@@ -9,6 +9,7 @@
 //! - [`api`]: health, readiness, metrics and the management API.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`db`]: database creation, pool and migrations.
+//! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
 //! - [`settings`]: configuration from the environment.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod db;
 pub mod handlers;
 pub mod outbound;
 pub mod settings;
+pub mod sweeper;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -53,6 +55,7 @@ pub async fn run(
     });
     let (stop, stopping) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(context.clone(), stopping.clone()));
+    let sweeper = tokio::spawn(sweeper::run(context.clone(), stopping.clone()));
     tracing::info!(addr = %listener.local_addr()?, "worker listening");
     let mut http_stopping = stopping;
     let server =
@@ -63,6 +66,7 @@ pub async fn run(
     shutdown.await;
     stop.send_replace(true);
     let _ = consumer.await;
+    let _ = sweeper.await;
     let _ = server.await;
     context.pool.close().await;
     Ok(())

@@ -1,6 +1,7 @@
 //! The worker's settings, read once from the environment at start.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
 
@@ -19,6 +20,25 @@ pub struct WorkerSettings {
     pub prefetch: u16,
     /// `ADMIN_TOKEN`: bearer token of the management API.
     pub admin_token: Option<String>,
+    pub audio: AudioSettings,
+}
+
+/// How audio is measured and reported.
+#[derive(Clone, Debug)]
+pub struct AudioSettings {
+    /// `AUDIO_WINDOW_MS` (default 100): length of one level window.
+    pub window_ms: u32,
+    /// `LISTENING_IDLE_MS` (default 10000): silence after which a uid stops listening.
+    pub listening_idle: Duration,
+    /// `AUDIO_LEVEL_INTERVAL_MS` (default 1000, at least 100): the least time between two
+    /// `audio.level` events of one uid.
+    pub level_interval: Duration,
+    /// `AUDIO_REORDER_MS` (default 300): a chunk is folded into its stream only this long after
+    /// ingest accepted it, so chunks handled concurrently are folded in ingest's order.
+    pub reorder_delay: Duration,
+    /// `SWEEP_INTERVAL_MS` (default 200): how often a worker folds audio and looks for idle
+    /// streams and sessions.
+    pub sweep_interval: Duration,
 }
 
 impl WorkerSettings {
@@ -33,6 +53,15 @@ impl WorkerSettings {
             logs: LogSettings::from_env(env)?,
             prefetch: env.parse("WORKER_PREFETCH", 64)?,
             admin_token: env.optional("ADMIN_TOKEN"),
+            audio: AudioSettings {
+                window_ms: env.parse("AUDIO_WINDOW_MS", 100)?,
+                listening_idle: env.millis("LISTENING_IDLE_MS", 10_000)?,
+                level_interval: env
+                    .millis("AUDIO_LEVEL_INTERVAL_MS", 1_000)?
+                    .max(Duration::from_millis(100)),
+                reorder_delay: env.millis("AUDIO_REORDER_MS", 300)?,
+                sweep_interval: env.millis("SWEEP_INTERVAL_MS", 200)?,
+            },
         })
     }
 

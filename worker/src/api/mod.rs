@@ -3,6 +3,7 @@
 
 mod auth;
 mod error;
+mod users;
 
 pub use auth::Admin;
 pub use error::ApiError;
@@ -25,6 +26,7 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(users::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }

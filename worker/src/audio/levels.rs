@@ -25,7 +25,13 @@ pub struct Window {
 impl Window {
     fn from_sums(start_sample: u64, samples: u32, sum_squares: u64, peak: u32) -> Self {
         if sum_squares == 0 || samples == 0 {
-            return Window { start_sample, samples, rms_dbfs: None, peak_dbfs: None, level: 0.0 };
+            return Window {
+                start_sample,
+                samples,
+                rms_dbfs: None,
+                peak_dbfs: None,
+                level: 0.0,
+            };
         }
         let mean_square = sum_squares as f64 / samples as f64 / (FULL_SCALE * FULL_SCALE);
         let rms_dbfs = 10.0 * mean_square.log10();
@@ -60,7 +66,10 @@ pub struct Meter {
 impl Meter {
     pub fn new(sample_rate: u32, window_ms: u32) -> Self {
         let window_samples = (sample_rate as u64 * window_ms as u64 / 1000).max(1) as u32;
-        Meter { window_samples, ..Default::default() }
+        Meter {
+            window_samples,
+            ..Default::default()
+        }
     }
 
     /// Folds a chunk of PCM16 LE (even length; a trailing odd byte is ignored) into the stream,
@@ -162,7 +171,11 @@ mod tests {
     fn silence_is_null_with_level_zero() {
         let windows = windows_of(&fixture("omi/audio_silence_8k.pcm"), 8_000, 16_000);
         assert_eq!(windows.len(), 10);
-        assert!(windows.iter().all(|w| w.rms_dbfs.is_none() && w.peak_dbfs.is_none() && w.level == 0.0));
+        assert!(
+            windows
+                .iter()
+                .all(|w| w.rms_dbfs.is_none() && w.peak_dbfs.is_none() && w.level == 0.0)
+        );
     }
 
     #[test]
@@ -179,7 +192,11 @@ mod tests {
         let sine = fixture("omi/audio_sine440_half_16k.pcm");
         let whole = windows_of(&sine, 16_000, sine.len());
         for chunk in [2, 6, 998, 3202, 10_000] {
-            assert_eq!(windows_of(&sine, 16_000, chunk), whole, "chunks of {chunk} bytes");
+            assert_eq!(
+                windows_of(&sine, 16_000, chunk),
+                whole,
+                "chunks of {chunk} bytes"
+            );
         }
     }
 

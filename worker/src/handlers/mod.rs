@@ -4,6 +4,7 @@
 //! constraint decides, so two workers racing on one event cannot both store it), runs the
 //! kind's handler and commits. The consumer acknowledges the message only after this returns.
 
+mod audio;
 mod transcript;
 
 use shared::{Envelope, EventKind};
@@ -67,6 +68,7 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
     }
     match envelope.kind {
         EventKind::OmiTranscript => transcript::store(&mut tx, envelope).await?,
+        EventKind::OmiAudio => audio::store(&mut tx, envelope).await?,
         other => return Err(HandlerError::Unsupported(other)),
     }
     tx.commit().await?;

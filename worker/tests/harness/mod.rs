@@ -7,9 +7,11 @@
 use ingest::settings::IngestSettings;
 use shared::testkit::{Spawned, TestBroker, TestDatabase, eventually};
 use sqlx::PgPool;
+use std::time::Duration;
 use worker::settings::WorkerSettings;
 
 pub const OMI_KEY: &str = "omi-test-key";
+pub const ADMIN_TOKEN: &str = "admin-test-token";
 
 pub struct TestPipeline {
     pub broker: TestBroker,
@@ -48,9 +50,16 @@ impl TestPipeline {
         pipeline
     }
 
-    /// Settings for a worker of this pipeline.
+    /// Settings for a worker of this pipeline: the admin token, and audio timing shrunk so
+    /// tests see streams start and stop within a second.
     pub fn worker_settings(&self) -> WorkerSettings {
-        WorkerSettings::local(self.broker.settings.clone(), &self.database.url)
+        let mut settings = WorkerSettings::local(self.broker.settings.clone(), &self.database.url);
+        settings.admin_token = Some(ADMIN_TOKEN.into());
+        settings.audio.listening_idle = Duration::from_millis(1500);
+        settings.audio.level_interval = Duration::from_millis(100);
+        settings.audio.reorder_delay = Duration::from_millis(1000);
+        settings.audio.sweep_interval = Duration::from_millis(50);
+        settings
     }
 
     /// Starts one more worker in-process and waits until it consumes.
@@ -90,6 +99,27 @@ impl TestPipeline {
         let response = request.send().await.expect("request");
         assert_eq!(response.status(), 202, "ingest accepts the transcript");
         response
+    }
+
+    /// `GET <path>` on the first worker's management API, with the admin token.
+    pub async fn admin_get(&self, path: &str) -> serde_json::Value {
+        let response = self
+            .client
+            .get(self.workers[0].url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("JSON")
+    }
+
+    /// The outbox's event types in the order they were written.
+    pub async fn outbox_types(&self) -> Vec<String> {
+        sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .expect("outbox")
     }
 
     /// A count from `sql` (a `SELECT count(*) ...`).

@@ -1,0 +1,33 @@
+//! The periodic work of a worker that no message triggers: folding due audio chunks, stopping
+//! idle streams. Safe with any number of workers: each unit of work is claimed with
+//! `FOR UPDATE SKIP LOCKED`, so one worker at a time owns it.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::WorkerContext;
+use crate::audio::stream;
+
+/// Sweeps every `SWEEP_INTERVAL_MS` until `stopping` turns true.
+pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool>) {
+    let settings = &context.settings.audio;
+    let mut every = tokio::time::interval(settings.sweep_interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stopping.wait_for(|stop| *stop) => return,
+        }
+        if let Err(error) = sweep(&context).await {
+            tracing::warn!(%error, "sweep failed; retrying next tick");
+        }
+    }
+}
+
+async fn sweep(context: &WorkerContext) -> Result<(), sqlx::Error> {
+    let settings = &context.settings.audio;
+    stream::fold_due(&context.pool, settings).await?;
+    stream::stop_idle(&context.pool, settings).await?;
+    Ok(())
+}
