@@ -6,11 +6,13 @@
 //! - [`routes`]: the route table and the state handlers share.
 //! - [`sources`]: one module per provider (authenticate, parse, dedup id) and [`sources::accept`].
 //! - [`publisher`]: the shared confirm-mode channel and its reconnecting supervisor.
+//! - [`rate_limit`]: a token bucket per credential (429 beyond it).
 //! - [`error`]: every failure and its HTTP answer.
 //! - [`settings`]: configuration from the environment.
 
 pub mod error;
 pub mod publisher;
+pub mod rate_limit;
 pub mod routes;
 pub mod settings;
 pub mod sources;

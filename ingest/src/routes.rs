@@ -13,6 +13,7 @@ use axum::routing::get;
 use shared::http::{error_response, healthz, metrics};
 
 use crate::publisher::Publisher;
+use crate::rate_limit::RateLimiter;
 use crate::settings::IngestSettings;
 use crate::sources::{self, KeySet};
 
@@ -23,6 +24,10 @@ pub struct AppState(Arc<AppContext>);
 pub struct AppContext {
     pub publisher: Publisher,
     pub omi_keys: KeySet,
+    pub asleep_api_keys: KeySet,
+    /// `REFLECTOR_SECRETS`, kept as given: the signature is an HMAC keyed with them.
+    pub reflector_secrets: Vec<String>,
+    pub rate_limiter: RateLimiter,
     pub json_body_limit: usize,
     pub audio_body_limit: usize,
     /// `LOG_EVENTS`: one log line per accepted event.
@@ -41,6 +46,9 @@ impl AppState {
         AppState(Arc::new(AppContext {
             publisher,
             omi_keys: KeySet::new("OMI_KEYS", &settings.omi_keys),
+            asleep_api_keys: KeySet::new("ASLEEP_API_KEYS", &settings.asleep_api_keys),
+            reflector_secrets: settings.reflector_secrets.clone(),
+            rate_limiter: RateLimiter::new(settings.rate_limit_per_s, settings.rate_limit_burst),
             json_body_limit: settings.json_body_limit,
             audio_body_limit: settings.audio_body_limit,
             log_events: settings.logs.events,
@@ -55,6 +63,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(sources::omi::routes())
+        .merge(sources::asleep::routes())
+        .merge(sources::reflector::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn(record_request))
         .with_state(state)

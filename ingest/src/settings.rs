@@ -20,6 +20,13 @@ pub struct IngestSettings {
     pub json_body_limit: usize,
     /// `AUDIO_BODY_LIMIT_BYTES` (default 8 MiB): the largest audio body accepted; 413 beyond.
     pub audio_body_limit: usize,
+    /// `RATE_LIMIT_PER_S` (default 0, off): requests per second allowed per credential (Omi key
+    /// and uid, Asleep key and `x-user-id`, or the Reflector sender), as a token bucket; beyond
+    /// it 429 with `Retry-After`. Fractions are allowed (`0.5` is one request every 2 s).
+    pub rate_limit_per_s: f64,
+    /// `RATE_LIMIT_BURST` (default 0, meaning one second's worth and at least 1): how many
+    /// requests a credential may send at once before the per-second rate applies.
+    pub rate_limit_burst: u32,
 }
 
 impl IngestSettings {
@@ -33,6 +40,8 @@ impl IngestSettings {
             reflector_secrets: env.list("REFLECTOR_SECRETS"),
             json_body_limit: env.parse("JSON_BODY_LIMIT_BYTES", 2 * 1024 * 1024)?,
             audio_body_limit: env.parse("AUDIO_BODY_LIMIT_BYTES", 8 * 1024 * 1024)?,
+            rate_limit_per_s: env.parse("RATE_LIMIT_PER_S", 0.0)?,
+            rate_limit_burst: env.parse("RATE_LIMIT_BURST", 0)?,
         })
     }
 
@@ -40,7 +49,18 @@ impl IngestSettings {
     pub fn local(broker: BrokerSettings, omi_keys: &[&str]) -> Self {
         let mut settings = Self::from_env(&Env::new(|_| None)).expect("defaults are valid");
         settings.broker = broker;
-        settings.omi_keys = omi_keys.iter().map(|key| key.to_string()).collect();
+        settings.omi_keys = strings(omi_keys);
         settings
     }
+
+    /// These settings with the given Asleep keys and Reflector secrets.
+    pub fn with_partner_credentials(mut self, asleep_keys: &[&str], reflector: &[&str]) -> Self {
+        self.asleep_api_keys = strings(asleep_keys);
+        self.reflector_secrets = strings(reflector);
+        self
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|item| item.to_string()).collect()
 }

@@ -6,7 +6,9 @@
 //! provider's own event id for deduplication. What is left, building the envelope, publishing
 //! it and answering 202, is [`accept`], written once.
 
+pub mod asleep;
 pub mod omi;
+pub mod reflector;
 
 use std::collections::HashMap;
 
@@ -118,25 +120,41 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
 /// Parses JSON into `T`; errors name the path of the offending field (`segments[0].text`).
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, IngestError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let problem = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                format!("malformed JSON: {inner}")
-            }
-            _ => inner.to_string(),
-        };
-        if path == "." {
-            IngestError::InvalidBody(problem)
-        } else {
-            IngestError::InvalidBody(format!("{path}: {problem}"))
-        }
-    })?;
+    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(invalid_body)?;
     deserializer
         .end()
         .map_err(|error| IngestError::InvalidBody(format!("malformed JSON: {error}")))?;
     Ok(parsed)
+}
+
+/// Reads an already parsed JSON value into `T`, naming the offending field like [`parse_json`].
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, IngestError> {
+    serde_path_to_error::deserialize(value).map_err(invalid_body)
+}
+
+fn invalid_body(error: serde_path_to_error::Error<serde_json::Error>) -> IngestError {
+    let path = error.path().to_string();
+    let inner = error.into_inner();
+    let problem = match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            format!("malformed JSON: {inner}")
+        }
+        _ => inner.to_string(),
+    };
+    if path == "." {
+        IngestError::InvalidBody(problem)
+    } else {
+        IngestError::InvalidBody(format!("{path}: {problem}"))
+    }
+}
+
+/// A header's value, trimmed; `None` when absent, empty or not text.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
 }
 
 /// What a provider module hands to [`accept`]: a validated event, before it has an id.
@@ -148,6 +166,25 @@ pub struct Inbound {
     /// Canonical JSON (or raw PCM for audio).
     pub payload: Bytes,
     pub sample_rate: Option<u32>,
+}
+
+impl Inbound {
+    /// A JSON event: `payload` is published as its canonical JSON.
+    pub fn json(
+        kind: EventKind,
+        uid: String,
+        provider_id: Option<String>,
+        payload: &impl serde::Serialize,
+    ) -> Self {
+        let json = serde_json::to_vec(payload).expect("payload types always serialize");
+        Inbound {
+            kind,
+            uid,
+            provider_id,
+            payload: Bytes::from(json),
+            sample_rate: None,
+        }
+    }
 }
 
 /// The dedup key, in the contract's order: the `Idempotency-Key` header, the provider's own id,

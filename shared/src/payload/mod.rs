@@ -3,4 +3,6 @@
 //! Ingest parses what a sender posts into these types (validating it at the edge) and publishes
 //! them as canonical JSON; the worker reads the same types back and trusts them.
 
+pub mod asleep;
 pub mod omi;
+pub mod reflector;

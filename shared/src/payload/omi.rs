@@ -1,4 +1,5 @@
-//! Omi payloads as they travel on the queue.
+//! Omi payloads as they travel on the queue: transcripts, conversations, day summaries and
+//! memory lifecycle events (audio travels as raw PCM, with no type of its own).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -48,4 +49,46 @@ impl Segment {
             (None, None) => "SPEAKER_UNKNOWN".to_owned(),
         }
     }
+}
+
+/// A conversation ("memory") as Omi posts it when one is created, kept whole: only `id` is
+/// required; every other field travels in `fields` exactly as sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+/// Omi's day summary. `summary` is a Python repr string that JSON parsers cannot read, so it is
+/// kept as text; `summary_json` holds the same data as JSON and is the one to use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DaySummary {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    pub summary_json: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A memory lifecycle event from the Omi webhook-server envelope (`memory_created`,
+/// `memory_processing_started`, `processing_memory_status_changed`, `memory_backward_synced`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEvent {
+    /// The envelope's `type`, e.g. `memory_created`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub memory: Memory,
+}
+
+/// The memory a lifecycle event is about, kept whole: only `id` is required.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
 }

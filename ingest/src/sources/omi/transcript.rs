@@ -1,69 +1,21 @@
-//! Omi, the wearable: real-time transcripts (and later conversations, day summaries and audio).
-//!
-//! Omi signs nothing and sends no auth header by default, so its key travels in the URL
-//! (`?key=K`), or as `X-API-Key` or `Authorization: Bearer`. The user is the `uid` query
-//! parameter Omi appends.
+//! Omi's transcript shapes: the real-time object, the bare array of Omi's docs, and the Thalamus
+//! batch (`POST /omi`), all read into one [`TranscriptBatch`].
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::post;
-use bytes::Bytes;
 use serde::Deserialize;
 use shared::EventKind;
 use shared::payload::omi::{Segment, TranscriptBatch};
 
-use super::{Inbound, LenientQuery, accept, parse_json, read_body};
+use super::{OmiCaller, OmiKey};
 use crate::error::IngestError;
 use crate::routes::AppState;
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/omi/transcript", post(transcript))
-}
-
-/// An authenticated Omi caller and the user the request is about.
-pub struct OmiCaller {
-    pub uid: String,
-}
-
-impl FromRequestParts<AppState> for OmiCaller {
-    type Rejection = IngestError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, IngestError> {
-        let query = LenientQuery::parse(parts.uri.query().unwrap_or(""));
-        let presented = query
-            .get("key")
-            .or_else(|| header(&parts.headers, "x-api-key"))
-            .or_else(|| bearer(&parts.headers));
-        state.omi_keys.check(presented)?;
-        let uid = query.get("uid").ok_or_else(|| {
-            IngestError::InvalidRequest("query parameter `uid` is required".into())
-        })?;
-        Ok(OmiCaller {
-            uid: uid.to_owned(),
-        })
-    }
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty())
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = header(headers, "authorization")?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
+use crate::sources::{Inbound, accept, parse_json, read_body};
 
 /// `POST /v1/omi/transcript?uid=U`
-async fn transcript(
+pub async fn transcript(
     State(state): State<AppState>,
     caller: OmiCaller,
     headers: HeaderMap,
@@ -71,14 +23,27 @@ async fn transcript(
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
     let batch = parse_transcript(&raw, &caller.uid)?;
-    let payload = serde_json::to_vec(&batch).expect("a transcript batch always serializes");
-    let inbound = Inbound {
-        kind: EventKind::OmiTranscript,
-        uid: caller.uid,
-        provider_id: None,
-        payload: Bytes::from(payload),
-        sample_rate: None,
-    };
+    let inbound = Inbound::json(EventKind::OmiTranscript, caller.uid, None, &batch);
+    accept(&state, &headers, &raw, inbound).await
+}
+
+/// `POST /omi[?uid=U]`: the Thalamus batch; without `uid` the batch's `session_id` is the user.
+pub async fn thalamus(
+    State(state): State<AppState>,
+    caller: OmiKey,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let raw = read_body(body, state.json_body_limit).await?;
+    let query_uid = caller.query.get("uid");
+    let batch = parse_transcript(&raw, query_uid.unwrap_or(""))?;
+    let uid = query_uid.unwrap_or(&batch.session_id).to_owned();
+    if uid.is_empty() {
+        return Err(IngestError::InvalidBody(
+            "session_id: required when the query has no `uid`".into(),
+        ));
+    }
+    let inbound = Inbound::json(EventKind::OmiTranscript, uid, None, &batch);
     accept(&state, &headers, &raw, inbound).await
 }
 
@@ -125,7 +90,7 @@ fn prefix_error(error: IngestError, field: &str) -> IngestError {
 }
 
 /// Times must be finite, non-negative and in order.
-fn validate_segments(segments: &[Segment]) -> Result<(), IngestError> {
+pub(super) fn validate_segments(segments: &[Segment]) -> Result<(), IngestError> {
     for (index, segment) in segments.iter().enumerate() {
         let field = |name: &str| format!("segments[{index}].{name}");
         for (name, value) in [("start", segment.start), ("end", segment.end)] {

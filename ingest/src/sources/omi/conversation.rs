@@ -1,0 +1,97 @@
+//! Omi's conversation ("memory") created and day summary webhooks: JSON objects kept whole.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use shared::EventKind;
+use shared::payload::omi::{Conversation, DaySummary};
+
+use super::OmiCaller;
+use crate::error::IngestError;
+use crate::routes::AppState;
+use crate::sources::{Inbound, accept, parse_json, read_body};
+
+/// `POST /v1/omi/conversation?uid=U`: deduplicated on the conversation's `id`.
+pub async fn conversation(
+    State(state): State<AppState>,
+    caller: OmiCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let raw = read_body(body, state.json_body_limit).await?;
+    let conversation = parse_conversation(&raw)?;
+    let id = Some(conversation.id.clone());
+    let inbound = Inbound::json(EventKind::OmiConversation, caller.uid, id, &conversation);
+    accept(&state, &headers, &raw, inbound).await
+}
+
+/// `POST /v1/omi/day-summary?uid=U`
+pub async fn day_summary(
+    State(state): State<AppState>,
+    caller: OmiCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let raw = read_body(body, state.json_body_limit).await?;
+    let summary = parse_day_summary(&raw)?;
+    let inbound = Inbound::json(EventKind::OmiDaySummary, caller.uid, None, &summary);
+    accept(&state, &headers, &raw, inbound).await
+}
+
+/// A conversation object; its `id` must be a non-empty string.
+pub fn parse_conversation(body: &[u8]) -> Result<Conversation, IngestError> {
+    let conversation: Conversation = parse_json(body)?;
+    if conversation.id.trim().is_empty() {
+        return Err(IngestError::InvalidBody("id: must not be empty".into()));
+    }
+    Ok(conversation)
+}
+
+/// A day summary: `summary_json` (an object) is required, `summary` stays the text it was.
+pub fn parse_day_summary(body: &[u8]) -> Result<DaySummary, IngestError> {
+    parse_json(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::testkit::fixture;
+
+    #[test]
+    fn a_conversation_keeps_every_field() {
+        let conversation = parse_conversation(&fixture("omi/conversation_created.json")).unwrap();
+        assert_eq!(conversation.id, "c0a8f6d2-5b7e-4f11-8d4c-2e9b7a1f3c55");
+        assert_eq!(conversation.fields["structured"]["emoji"], "🚀");
+        assert_eq!(
+            conversation.fields["transcript_segments"][1]["speaker_name"],
+            "Speaker 1"
+        );
+    }
+
+    #[test]
+    fn a_day_summary_keeps_the_python_repr_as_text() {
+        let summary = parse_day_summary(&fixture("omi/day_summary.json")).unwrap();
+        assert!(summary.summary.unwrap().starts_with("{'date'"));
+        assert_eq!(summary.summary_json["headline"], "Launch prep day");
+    }
+
+    #[test]
+    fn missing_ids_and_summaries_are_named() {
+        let conversation = |body: &[u8]| parse_conversation(body).map(|_| ());
+        let summary = |body: &[u8]| parse_day_summary(body).map(|_| ());
+        type Parser = fn(&[u8]) -> Result<(), IngestError>;
+        let cases: [(Parser, &[u8], &str); 4] = [
+            (conversation, br#"{"started_at": "x"}"#, "id"),
+            (conversation, br#"{"id": " "}"#, "id"),
+            (summary, br#"{"summary": "{'a': 1}"}"#, "summary_json"),
+            (summary, br#"{"summary_json": "{}"}"#, "summary_json"),
+        ];
+        for (parse, body, named) in cases {
+            let Err(IngestError::InvalidBody(message)) = parse(body) else {
+                panic!("{body:?} was accepted");
+            };
+            assert!(message.contains(named), "{message:?} lacks {named:?}");
+        }
+    }
+}

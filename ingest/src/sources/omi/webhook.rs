@@ -1,0 +1,209 @@
+//! `POST /webhook?key=K&uid=U`: the Omi webhook-server envelope, `{"type": ..., ...}`.
+//!
+//! Memory lifecycle events are published whole; `transcript_segment` becomes a one-segment
+//! transcript batch and `audio_bytes` (hex) an audio chunk, exactly as their own routes would
+//! publish them; `ping` is answered and not published.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use shared::EventKind;
+use shared::payload::omi::{Memory, MemoryEvent, Segment, TranscriptBatch};
+
+use super::OmiCaller;
+use super::audio::{audio_inbound, check_pcm, parse_sample_rate};
+use super::transcript::validate_segments;
+use crate::error::IngestError;
+use crate::routes::AppState;
+use crate::sources::{Inbound, accept, from_value, parse_json, read_body};
+
+/// Audio in the envelope is this rate unless the query says otherwise (Omi's default).
+const DEFAULT_SAMPLE_RATE: u32 = 16_000;
+
+/// The envelope, by `type`; an unknown type is refused naming the ones accepted.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WebhookEvent {
+    MemoryCreated { memory: Memory },
+    MemoryProcessingStarted { memory: Memory },
+    ProcessingMemoryStatusChanged { memory: Memory },
+    MemoryBackwardSynced { memory: Memory },
+    TranscriptSegment { segment: Map<String, Value> },
+    AudioBytes { audio: String },
+    Ping,
+}
+
+/// What the envelope asks of us.
+pub enum Action {
+    Publish(Inbound),
+    Pong,
+}
+
+/// `POST /webhook`. Hex audio takes two characters a byte, so the limit is twice the audio one.
+pub async fn webhook(
+    State(state): State<AppState>,
+    caller: OmiCaller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let limit = state.json_body_limit.max(2 * state.audio_body_limit);
+    let raw = read_body(body, limit).await?;
+    let sample_rate = match caller.query.get("sample_rate") {
+        Some(rate) => parse_sample_rate(rate)?,
+        None => DEFAULT_SAMPLE_RATE,
+    };
+    match parse_webhook(&raw, &caller.uid, sample_rate)? {
+        Action::Pong => Ok(Json(serde_json::json!({"status": "ok"})).into_response()),
+        Action::Publish(inbound) => {
+            let dedup_body = if inbound.kind == EventKind::OmiAudio {
+                inbound.payload.clone()
+            } else {
+                raw
+            };
+            accept(&state, &headers, &dedup_body, inbound).await
+        }
+    }
+}
+
+/// Reads the envelope into what to publish for user `uid`.
+pub fn parse_webhook(body: &[u8], uid: &str, sample_rate: u32) -> Result<Action, IngestError> {
+    let event: WebhookEvent = parse_json(body)?;
+    let uid = uid.to_owned();
+    let memory = |kind: &str, memory: Memory| {
+        let id = Some(format!("{}:{kind}", memory.id));
+        let event = MemoryEvent {
+            kind: kind.to_owned(),
+            memory,
+        };
+        Action::Publish(Inbound::json(
+            EventKind::OmiMemoryEvent,
+            uid.clone(),
+            id,
+            &event,
+        ))
+    };
+    Ok(match event {
+        WebhookEvent::MemoryCreated { memory: m } => memory("memory_created", m),
+        WebhookEvent::MemoryProcessingStarted { memory: m } => {
+            memory("memory_processing_started", m)
+        }
+        WebhookEvent::ProcessingMemoryStatusChanged { memory: m } => {
+            memory("processing_memory_status_changed", m)
+        }
+        WebhookEvent::MemoryBackwardSynced { memory: m } => memory("memory_backward_synced", m),
+        WebhookEvent::TranscriptSegment { segment } => {
+            let batch = segment_batch(segment, &uid)?;
+            Action::Publish(Inbound::json(EventKind::OmiTranscript, uid, None, &batch))
+        }
+        WebhookEvent::AudioBytes { audio } => {
+            Action::Publish(audio_inbound(uid, decode_audio(&audio)?, sample_rate))
+        }
+        WebhookEvent::Ping => Action::Pong,
+    })
+}
+
+/// `segment{text, start_time, end_time, ...}` as a one-segment batch of session `uid`.
+fn segment_batch(
+    mut segment: Map<String, Value>,
+    uid: &str,
+) -> Result<TranscriptBatch, IngestError> {
+    for (from, to) in [("start_time", "start"), ("end_time", "end")] {
+        if let Some(value) = segment.remove(from) {
+            segment.insert(to.to_owned(), value);
+        }
+    }
+    let segment: Segment = from_value(Value::Object(segment)).map_err(|error| match error {
+        IngestError::InvalidBody(message) => {
+            let message = message
+                .replace("`start`", "`start_time`")
+                .replace("`end`", "`end_time`");
+            IngestError::InvalidBody(format!("segment: {message}"))
+        }
+        other => other,
+    })?;
+    let segments = vec![segment];
+    validate_segments(&segments)?;
+    Ok(TranscriptBatch {
+        session_id: uid.to_owned(),
+        log_timestamp: None,
+        segments,
+    })
+}
+
+/// `audio` is hex-encoded PCM16.
+fn decode_audio(audio: &str) -> Result<Bytes, IngestError> {
+    let pcm = hex::decode(audio.trim()).map_err(|error| {
+        IngestError::InvalidBody(format!("audio: not hexadecimal PCM ({error})"))
+    })?;
+    check_pcm(Bytes::from(pcm), "audio")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::testkit::fixture;
+
+    fn publish(file: &str) -> Inbound {
+        match parse_webhook(&fixture(file), "u1", 16_000) {
+            Ok(Action::Publish(inbound)) => inbound,
+            Ok(Action::Pong) => panic!("{file}: a pong"),
+            Err(error) => panic!("{file}: {error}"),
+        }
+    }
+
+    #[test]
+    fn memory_events_keep_type_and_memory_and_are_told_apart() {
+        let created = publish("omi-envelope/memory_created.json");
+        let synced = publish("omi-envelope/memory_backward_synced.json");
+        assert_eq!(created.kind, EventKind::OmiMemoryEvent);
+        assert_ne!(created.provider_id, synced.provider_id);
+        let event: MemoryEvent = serde_json::from_slice(&created.payload).unwrap();
+        assert_eq!(event.kind, "memory_created");
+        assert_eq!(event.memory.fields["text"], "Reviewed the firmware build.");
+    }
+
+    #[test]
+    fn a_transcript_segment_becomes_a_batch_of_one() {
+        let inbound = publish("omi-envelope/transcript_segment.json");
+        let batch: TranscriptBatch = serde_json::from_slice(&inbound.payload).unwrap();
+        assert_eq!(batch.session_id, "u1");
+        assert_eq!(
+            (batch.segments[0].start, batch.segments[0].end),
+            (15.1, 18.02)
+        );
+    }
+
+    #[test]
+    fn audio_bytes_are_decoded_from_hex() {
+        let inbound = publish("omi-envelope/audio_bytes.json");
+        assert_eq!(inbound.kind, EventKind::OmiAudio);
+        assert_eq!(inbound.sample_rate, Some(16_000));
+        assert_eq!(&inbound.payload[..4], &[0x00, 0x00, 0x01, 0x0b]);
+    }
+
+    #[test]
+    fn bad_envelopes_are_refused_naming_the_field() {
+        let cases: [(&[u8], &str); 6] = [
+            (br#"{"type": "memory_deleted"}"#, "memory_deleted"),
+            (br#"{"type": "audio_bytes", "audio": "zz"}"#, "audio"),
+            (br#"{"type": "audio_bytes", "audio": "abc"}"#, "audio"),
+            (br#"{"type": "audio_bytes", "audio": "ab"}"#, "audio"),
+            (
+                br#"{"type": "transcript_segment", "segment": {"text": "x"}}"#,
+                "start_time",
+            ),
+            (br#"{"type": "memory_created", "memory": {}}"#, "id"),
+        ];
+        for (body, named) in cases {
+            let Err(IngestError::InvalidBody(message)) = parse_webhook(body, "u1", 16_000) else {
+                panic!("{body:?} was accepted");
+            };
+            assert!(message.contains(named), "{message:?} lacks {named:?}");
+        }
+    }
+}

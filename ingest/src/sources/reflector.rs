@@ -1,0 +1,135 @@
+//! Reflector, the meeting transcriber: `transcript.completed` on `/v1/reflector`.
+//!
+//! Reflector signs `X-Webhook-Signature: t=<unix>,v1=<hex>` over `<t>.<raw body>`; the
+//! [`SignedBody`] extractor checks it against every secret in `REFLECTOR_SECRETS` before the
+//! body is parsed, and refuses timestamps more than 5 minutes off (Reflector enforces none).
+
+use axum::Router;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+use bytes::Bytes;
+use shared::EventKind;
+use shared::payload::reflector::ReflectorEvent;
+use shared::signature::{SignatureError, reflector_verify};
+
+use super::{Inbound, accept, header, parse_json, read_body};
+use crate::error::IngestError;
+use crate::routes::AppState;
+
+const SIGNATURE_HEADER: &str = "x-webhook-signature";
+const COMPLETED: &str = "transcript.completed";
+/// The uid of a transcript that names no room.
+const NO_ROOM: &str = "reflector";
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/reflector", post(reflector))
+}
+
+/// The raw body of a request whose Reflector signature checked out.
+pub struct SignedBody(pub Bytes);
+
+impl FromRequest<AppState> for SignedBody {
+    type Rejection = IngestError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, IngestError> {
+        if state.reflector_secrets.is_empty() {
+            return Err(IngestError::NotConfigured("REFLECTOR_SECRETS"));
+        }
+        let signature = header(request.headers(), SIGNATURE_HEADER)
+            .ok_or(IngestError::Unauthorized("missing X-Webhook-Signature"))?
+            .to_owned();
+        let raw = read_body(request.into_body(), state.json_body_limit).await?;
+        let now = chrono::Utc::now().timestamp();
+        reflector_verify(&signature, &raw, &state.reflector_secrets, now).map_err(|error| {
+            IngestError::Unauthorized(match error {
+                SignatureError::Stale => "X-Webhook-Signature: timestamp more than 5 minutes off",
+                SignatureError::Malformed => "X-Webhook-Signature: malformed",
+                SignatureError::Mismatch | SignatureError::BadSecret => {
+                    "X-Webhook-Signature: no signature matches"
+                }
+            })
+        })?;
+        state.rate_limiter.check(&["reflector"])?;
+        Ok(SignedBody(raw))
+    }
+}
+
+/// `POST /v1/reflector`: deduplicated on `transcript.id` (its `event_id` changes on retries).
+async fn reflector(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    SignedBody(raw): SignedBody,
+) -> Result<Response, IngestError> {
+    let event = parse_reflector(&raw)?;
+    let uid = event.room_id().unwrap_or(NO_ROOM).to_owned();
+    let id = Some(event.transcript.id.clone());
+    let inbound = Inbound::json(EventKind::ReflectorTranscript, uid, id, &event);
+    accept(&state, &headers, &raw, inbound).await
+}
+
+/// A `transcript.completed` payload with a non-empty `transcript.id`.
+pub fn parse_reflector(body: &[u8]) -> Result<ReflectorEvent, IngestError> {
+    let event: ReflectorEvent = parse_json(body)?;
+    if event.event != COMPLETED {
+        return Err(IngestError::InvalidBody(format!(
+            "event: expected {COMPLETED:?}, got {:?}",
+            event.event
+        )));
+    }
+    if event.transcript.id.trim().is_empty() {
+        return Err(IngestError::InvalidBody(
+            "transcript.id: must not be empty".into(),
+        ));
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::testkit::fixture;
+
+    #[test]
+    fn a_completed_transcript_is_kept_whole_with_its_room() {
+        let event = parse_reflector(&fixture("reflector/transcript_completed.json")).unwrap();
+        assert_eq!(event.transcript.id, "tr_01J8Z6");
+        assert_eq!(event.room_id(), Some("room_7"));
+        assert_eq!(event.transcript.extra["title"], "Weekly sync");
+        assert_eq!(event.extra["event_id"], "5f0c2b6e8f7a4d2c9e1b3a4d5c6e7f80");
+    }
+
+    #[test]
+    fn the_room_falls_back_to_room_id_then_to_none() {
+        let body = br#"{"event":"transcript.completed","transcript":{"id":"t"},"room":{"id":"r"}}"#;
+        assert_eq!(parse_reflector(body).unwrap().room_id(), Some("r"));
+        let body = br#"{"event":"transcript.completed","transcript":{"id":"t","room_id":null}}"#;
+        assert_eq!(parse_reflector(body).unwrap().room_id(), None);
+    }
+
+    #[test]
+    fn other_events_and_missing_ids_are_refused_naming_the_field() {
+        let cases: [(&[u8], &str); 4] = [
+            (
+                br#"{"event":"transcript.started","transcript":{"id":"t"}}"#,
+                "event",
+            ),
+            (br#"{"event":"transcript.completed"}"#, "transcript"),
+            (
+                br#"{"event":"transcript.completed","transcript":{}}"#,
+                "transcript: missing field `id`",
+            ),
+            (
+                br#"{"event":"transcript.completed","transcript":{"id":""}}"#,
+                "transcript.id",
+            ),
+        ];
+        for (body, named) in cases {
+            let Err(IngestError::InvalidBody(message)) = parse_reflector(body) else {
+                panic!("{body:?} was accepted");
+            };
+            assert!(message.contains(named), "{message:?} lacks {named:?}");
+        }
+    }
+}
