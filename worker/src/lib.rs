@@ -9,6 +9,7 @@
 //! - [`api`]: health, readiness, metrics and the management API.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`db`]: database creation, pool and migrations.
+//! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
 //! - [`settings`]: configuration from the environment.
 
@@ -18,6 +19,7 @@ pub mod consumer;
 pub mod db;
 pub mod handlers;
 pub mod outbound;
+pub mod sessions;
 pub mod settings;
 pub mod sweeper;
 

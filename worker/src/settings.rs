@@ -21,6 +21,8 @@ pub struct WorkerSettings {
     /// `ADMIN_TOKEN`: bearer token of the management API.
     pub admin_token: Option<String>,
     pub audio: AudioSettings,
+    /// `SESSION_IDLE_MS` (default 120000): quiet after which a transcript session completes.
+    pub session_idle: Duration,
 }
 
 /// How audio is measured and reported.
@@ -53,6 +55,7 @@ impl WorkerSettings {
             logs: LogSettings::from_env(env)?,
             prefetch: env.parse("WORKER_PREFETCH", 64)?,
             admin_token: env.optional("ADMIN_TOKEN"),
+            session_idle: env.millis("SESSION_IDLE_MS", 120_000)?,
             audio: AudioSettings {
                 window_ms: env.parse("AUDIO_WINDOW_MS", 100)?,
                 listening_idle: env.millis("LISTENING_IDLE_MS", 10_000)?,

@@ -1,5 +1,5 @@
 //! The periodic work of a worker that no message triggers: folding due audio chunks, stopping
-//! idle streams. Safe with any number of workers: each unit of work is claimed with
+//! idle streams, completing quiet transcript sessions. Safe with any number of workers: each unit of work is claimed with
 //! `FOR UPDATE SKIP LOCKED`, so one worker at a time owns it.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::WorkerContext;
 use crate::audio::stream;
+use crate::sessions;
 
 /// Sweeps every `SWEEP_INTERVAL_MS` until `stopping` turns true.
 pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool>) {
@@ -29,5 +30,6 @@ async fn sweep(context: &WorkerContext) -> Result<(), sqlx::Error> {
     let settings = &context.settings.audio;
     stream::fold_due(&context.pool, settings).await?;
     stream::stop_idle(&context.pool, settings).await?;
+    sessions::complete_idle(&context.pool, context.settings.session_idle).await?;
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 mod auth;
 mod error;
+mod sessions;
+mod sleep;
 mod users;
 
 pub use auth::Admin;
@@ -27,6 +29,8 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(users::routes())
+        .merge(sessions::routes())
+        .merge(sleep::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }

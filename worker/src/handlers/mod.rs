@@ -5,6 +5,9 @@
 //! kind's handler and commits. The consumer acknowledges the message only after this returns.
 
 mod audio;
+mod omi;
+mod reflector;
+mod sleep;
 mod transcript;
 
 use shared::{Envelope, EventKind};
@@ -24,8 +27,6 @@ pub enum HandlerError {
     Database(#[from] sqlx::Error),
     #[error("payload of {kind:?} cannot be read: {problem}")]
     BadPayload { kind: EventKind, problem: String },
-    #[error("no handler for {0:?} yet")]
-    Unsupported(EventKind),
 }
 
 impl HandlerError {
@@ -69,7 +70,12 @@ pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, Handl
     match envelope.kind {
         EventKind::OmiTranscript => transcript::store(&mut tx, envelope).await?,
         EventKind::OmiAudio => audio::store(&mut tx, envelope).await?,
-        other => return Err(HandlerError::Unsupported(other)),
+        EventKind::OmiConversation => omi::conversation(&mut tx, envelope).await?,
+        EventKind::OmiMemoryEvent => omi::memory_event(&mut tx, envelope).await?,
+        EventKind::OmiDaySummary => omi::day_summary(&mut tx, envelope).await?,
+        EventKind::AsleepInference => sleep::inference(&mut tx, envelope).await?,
+        EventKind::AsleepSessionComplete => sleep::session_complete(&mut tx, envelope).await?,
+        EventKind::ReflectorTranscript => reflector::transcript(&mut tx, envelope).await?,
     }
     tx.commit().await?;
     Ok(Outcome::Stored)

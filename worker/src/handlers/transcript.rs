@@ -1,5 +1,6 @@
 //! Omi transcript batches: the session (get or create), its speakers (get or create) and the
-//! segments, each written with one statement however many segments the batch has.
+//! segments, each written with one statement however many segments the batch has; one
+//! `transcript.segment` event per stored segment.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,8 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{HandlerError, payload};
+use crate::outbound::outbox::{EventType, emit};
+use serde_json::json;
 
 pub async fn store(
     tx: &mut Transaction<'_, Postgres>,
@@ -17,7 +20,16 @@ pub async fn store(
     let batch: TranscriptBatch = payload(envelope)?;
     let session_id = open_session(tx, &envelope.uid, &batch.session_id, envelope).await?;
     let speakers = upsert_speakers(tx, session_id, &batch.segments).await?;
-    insert_segments(tx, session_id, envelope, &batch, &speakers).await?;
+    let stored = insert_segments(tx, session_id, envelope, &batch, &speakers).await?;
+    for position in stored {
+        let data = json!({
+            "uid": envelope.uid,
+            "session_id": session_id,
+            "external_session_id": batch.session_id,
+            "segment": batch.segments[position as usize],
+        });
+        emit(tx, EventType::TranscriptSegment, Some(&envelope.uid), data).await?;
+    }
     Ok(())
 }
 
@@ -82,7 +94,7 @@ async fn insert_segments(
     envelope: &Envelope,
     batch: &TranscriptBatch,
     speakers: &BTreeMap<String, i64>,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<i32>, sqlx::Error> {
     let segments = &batch.segments;
     let speaker_ids: Vec<i64> = segments
         .iter()
@@ -97,11 +109,12 @@ async fn insert_segments(
         .iter()
         .map(|s| serde_json::Value::Object(s.extra.clone()))
         .collect();
-    sqlx::query(
+    sqlx::query_scalar(
         "INSERT INTO transcript_segments
              (session_id, event_id, log_timestamp, speaker_id, position, omi_segment_id, text, start_s, end_s, extra)
          SELECT $1, $2, $3, * FROM UNNEST($4::int8[], $5::int4[], $6::text[], $7::text[], $8::float8[], $9::float8[], $10::jsonb[])
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT DO NOTHING
+         RETURNING position",
     )
     .bind(session_id)
     .bind(envelope.event_id)
@@ -113,7 +126,6 @@ async fn insert_segments(
     .bind(&starts)
     .bind(&ends)
     .bind(&extras)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .fetch_all(&mut **tx)
+    .await
 }

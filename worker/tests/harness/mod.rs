@@ -12,6 +12,8 @@ use worker::settings::WorkerSettings;
 
 pub const OMI_KEY: &str = "omi-test-key";
 pub const ADMIN_TOKEN: &str = "admin-test-token";
+pub const ASLEEP_KEY: &str = "asleep-test-key";
+pub const REFLECTOR_SECRET: &str = "reflector-test-secret";
 
 pub struct TestPipeline {
     pub broker: TestBroker,
@@ -20,6 +22,8 @@ pub struct TestPipeline {
     pub workers: Vec<Spawned>,
     pub pool: PgPool,
     pub client: reqwest::Client,
+    /// Adjusts the settings of every worker this pipeline starts.
+    tune: fn(&mut WorkerSettings),
 }
 
 impl TestPipeline {
@@ -29,10 +33,16 @@ impl TestPipeline {
     }
 
     pub async fn start_with_workers(count: usize) -> Self {
+        Self::start_tuned(count, |_| {}).await
+    }
+
+    /// Like [`Self::start_with_workers`], with `tune` applied to every worker's settings.
+    pub async fn start_tuned(count: usize, tune: fn(&mut WorkerSettings)) -> Self {
         let broker = TestBroker::new();
         let database = TestDatabase::new();
         worker::db::migrate(&database.url).await.expect("migrate");
-        let settings = IngestSettings::local(broker.settings.clone(), &[OMI_KEY]);
+        let settings = IngestSettings::local(broker.settings.clone(), &[OMI_KEY])
+            .with_partner_credentials(&[ASLEEP_KEY], &[REFLECTOR_SECRET]);
         let ingest = Spawned::start(|listener, stop| ingest::run(settings, listener, stop)).await;
         let pool = PgPool::connect(&database.url).await.expect("test pool");
         let mut pipeline = TestPipeline {
@@ -42,6 +52,7 @@ impl TestPipeline {
             workers: Vec::new(),
             pool,
             client: reqwest::Client::new(),
+            tune,
         };
         pipeline.wait_ready(&pipeline.ingest.url("/readyz")).await;
         for _ in 0..count {
@@ -59,6 +70,7 @@ impl TestPipeline {
         settings.audio.level_interval = Duration::from_millis(100);
         settings.audio.reorder_delay = Duration::from_millis(1000);
         settings.audio.sweep_interval = Duration::from_millis(50);
+        (self.tune)(&mut settings);
         settings
     }
 
@@ -117,6 +129,57 @@ impl TestPipeline {
     /// The outbox's event types in the order they were written.
     pub async fn outbox_types(&self) -> Vec<String> {
         sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .expect("outbox")
+    }
+
+    /// `POST <path>` to ingest with `headers` and `body`; ingest must answer 202.
+    pub async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) {
+        let mut request = self.client.post(self.ingest.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        assert_eq!(
+            status,
+            202,
+            "POST {path}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+
+    /// Posts a fixture to an Omi route as user `uid`.
+    pub async fn post_omi(&self, route: &str, uid: &str, fixture: &str) {
+        let path = format!("{route}?key={OMI_KEY}&uid={uid}");
+        let json = vec![("content-type", "application/json".to_owned())];
+        self.post(&path, &json, shared::testkit::fixture(fixture))
+            .await
+    }
+
+    /// Posts an Asleep fixture for user `uid`.
+    pub async fn post_asleep(&self, uid: &str, fixture: &str) {
+        let headers = vec![
+            ("x-api-key", ASLEEP_KEY.to_owned()),
+            ("x-user-id", uid.to_owned()),
+        ];
+        self.post("/v1/asleep", &headers, shared::testkit::fixture(fixture))
+            .await
+    }
+
+    /// Posts a Reflector body signed now with [`REFLECTOR_SECRET`].
+    pub async fn post_reflector(&self, body: Vec<u8>) {
+        let now = chrono::Utc::now().timestamp();
+        let signature = shared::signature::reflector_header(&[REFLECTOR_SECRET], now, &body);
+        let headers = vec![("x-webhook-signature", signature)];
+        self.post("/v1/reflector", &headers, body).await
+    }
+
+    /// The data of every outbox event of `event_type`, oldest first.
+    pub async fn outbox_data(&self, event_type: &str) -> Vec<serde_json::Value> {
+        sqlx::query_scalar("SELECT data FROM outbox WHERE event_type = $1 ORDER BY id")
+            .bind(event_type)
             .fetch_all(&self.pool)
             .await
             .expect("outbox")

@@ -1,0 +1,79 @@
+//! Transcript sessions: the session, and its transcript as JSON or WebVTT.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Admin, ApiError};
+use crate::WorkerContext;
+use crate::sessions::{self, Transcript};
+
+pub fn routes() -> Router<Arc<WorkerContext>> {
+    Router::new()
+        .route("/v1/sessions/{id}", get(session))
+        .route("/v1/sessions/{id}/transcript", get(transcript))
+}
+
+async fn load(context: &WorkerContext, id: &str) -> Result<Transcript, ApiError> {
+    let id = Uuid::parse_str(id)
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a session id")))?;
+    let mut connection = context.pool.acquire().await?;
+    sessions::load(&mut connection, id)
+        .await?
+        .ok_or(ApiError::NotFound("session"))
+}
+
+/// `GET /v1/sessions/{id}`: the session without its segments.
+async fn session(
+    _: Admin,
+    State(context): State<Arc<WorkerContext>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let transcript = load(&context, &id).await?;
+    Ok(Json(json!({
+        "id": transcript.id,
+        "uid": transcript.uid,
+        "title": transcript.title,
+        "status": if transcript.completed_at.is_some() { "completed" } else { "open" },
+        "started_at": transcript.started_at,
+        "completed_at": transcript.completed_at,
+        "duration": transcript.duration,
+        "segment_count": transcript.segments.len(),
+        "participants": transcript.participants,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct TranscriptQuery {
+    format: Option<String>,
+}
+
+/// `GET /v1/sessions/{id}/transcript[?format=vtt]`
+async fn transcript(
+    _: Admin,
+    State(context): State<Arc<WorkerContext>>,
+    Path(id): Path<String>,
+    Query(query): Query<TranscriptQuery>,
+) -> Result<Response, ApiError> {
+    let transcript = load(&context, &id).await?;
+    match query.format.as_deref() {
+        None | Some("json") => Ok(Json(transcript).into_response()),
+        Some("vtt") => Ok((
+            [(header::CONTENT_TYPE, "text/vtt; charset=utf-8")],
+            transcript.webvtt,
+        )
+            .into_response()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "format {other:?}: expected json or vtt"
+        ))),
+    }
+}

@@ -1,0 +1,97 @@
+//! Omi conversations, memory lifecycle events and day summaries.
+
+use serde_json::{Value, json};
+use shared::Envelope;
+use shared::payload::omi::{Conversation, DaySummary, MemoryEvent};
+use sqlx::{Postgres, Transaction};
+
+use super::{HandlerError, payload};
+use crate::outbound::outbox::{EventType, emit};
+use crate::sessions;
+
+/// Upserts the conversation; the first time, emits `memory.created` and completes the uid's
+/// open transcript sessions (Omi made a conversation of them).
+pub async fn conversation(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+) -> Result<(), HandlerError> {
+    let conversation: Conversation = payload(envelope)?;
+    let data = serde_json::to_value(&conversation).expect("a conversation serializes");
+    let title = data
+        .pointer("/structured/title")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let inserted: bool = sqlx::query_scalar(
+        "INSERT INTO conversations (id, uid, title, started_at, finished_at, data)
+         VALUES ($1, $2, $3, ($4::jsonb->>'started_at')::timestamptz, ($4::jsonb->>'finished_at')::timestamptz, $4)
+         ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, title = EXCLUDED.title, updated_at = now()
+         RETURNING (xmax = 0)",
+    )
+    .bind(&conversation.id)
+    .bind(&envelope.uid)
+    .bind(&title)
+    .bind(&data)
+    .fetch_one(&mut **tx)
+    .await?;
+    if inserted {
+        emit(tx, EventType::MemoryCreated, Some(&envelope.uid), data).await?;
+        sessions::complete_open_sessions(tx, &envelope.uid, title.as_deref()).await?;
+    }
+    Ok(())
+}
+
+/// A lifecycle event of the Omi webhook-server envelope.
+pub async fn memory_event(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+) -> Result<(), HandlerError> {
+    let event: MemoryEvent = payload(envelope)?;
+    let data = serde_json::to_value(&event).expect("a memory event serializes");
+    let status = event.memory.fields.get("status").and_then(Value::as_str);
+    sqlx::query(
+        "INSERT INTO memory_events (event_id, uid, memory_id, type, status, data, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(envelope.event_id)
+    .bind(&envelope.uid)
+    .bind(&event.memory.id)
+    .bind(&event.kind)
+    .bind(status)
+    .bind(&data)
+    .bind(envelope.received_at)
+    .execute(&mut **tx)
+    .await?;
+    let event_type = match event.kind.as_str() {
+        "memory_created" => EventType::MemoryCreated,
+        _ => EventType::MemoryStatusChanged,
+    };
+    let body = json!({"uid": envelope.uid, "type": event.kind, "memory": event.memory});
+    emit(tx, event_type, Some(&envelope.uid), body).await?;
+    Ok(())
+}
+
+pub async fn day_summary(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+) -> Result<(), HandlerError> {
+    let summary: DaySummary = payload(envelope)?;
+    sqlx::query(
+        "INSERT INTO day_summaries (event_id, uid, summary, summary_json, created_at, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(envelope.event_id)
+    .bind(&envelope.uid)
+    .bind(&summary.summary)
+    .bind(Value::Object(summary.summary_json.clone()))
+    .bind(summary.created_at)
+    .bind(envelope.received_at)
+    .execute(&mut **tx)
+    .await?;
+    let data = json!({
+        "uid": envelope.uid,
+        "summary": summary.summary_json,
+        "created_at": summary.created_at,
+    });
+    emit(tx, EventType::DaySummaryCreated, Some(&envelope.uid), data).await?;
+    Ok(())
+}

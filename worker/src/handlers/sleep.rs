@@ -1,0 +1,87 @@
+//! Asleep: inference increments and session reports. Per-user aggregates are computed from the
+//! reports when read, so a report stored once is counted once.
+
+use serde_json::{Value, json};
+use shared::Envelope;
+use shared::payload::asleep::AsleepEvent;
+use sqlx::{Postgres, Transaction};
+
+use super::{HandlerError, payload};
+use crate::outbound::outbox::{EventType, emit};
+
+pub async fn inference(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+) -> Result<(), HandlerError> {
+    let event: AsleepEvent = payload(envelope)?;
+    let data = serde_json::to_value(&event).expect("an Asleep event serializes");
+    let seq_num = event.seq_num.ok_or_else(|| HandlerError::BadPayload {
+        kind: envelope.kind,
+        problem: "INFERENCE_COMPLETE without seq_num".into(),
+    })?;
+    let inserted = sqlx::query(
+        "INSERT INTO sleep_inferences (session_id, seq_num, uid, inference_seq_num, sleep_stages, data, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+    )
+    .bind(&event.session_id)
+    .bind(seq_num)
+    .bind(&envelope.uid)
+    .bind(event.inference_seq_num)
+    .bind(event.extra.get("sleep_stages"))
+    .bind(&data)
+    .bind(envelope.received_at)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        emit(
+            tx,
+            EventType::SleepInference,
+            Some(&envelope.uid),
+            with_uid(data, &envelope.uid),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn session_complete(
+    tx: &mut Transaction<'_, Postgres>,
+    envelope: &Envelope,
+) -> Result<(), HandlerError> {
+    let event: AsleepEvent = payload(envelope)?;
+    let data = serde_json::to_value(&event).expect("an Asleep event serializes");
+    let stat = event.stat.clone().map(Value::Object);
+    let session = event.session.clone().map(Value::Object);
+    let inserted = sqlx::query(
+        "INSERT INTO sleep_reports (session_id, uid, start_time, end_time, time_in_sleep_s, sleep_efficiency,
+                                    session, stat, data, received_at)
+         VALUES ($1, $2, ($3::jsonb->>'start_time')::timestamptz, ($3::jsonb->>'end_time')::timestamptz,
+                 ($4::jsonb->>'time_in_sleep')::bigint, ($4::jsonb->>'sleep_efficiency')::float8, $3, $4, $5, $6)
+         ON CONFLICT (session_id) DO NOTHING",
+    )
+    .bind(&event.session_id)
+    .bind(&envelope.uid)
+    .bind(&session)
+    .bind(&stat)
+    .bind(&data)
+    .bind(envelope.received_at)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 1 {
+        emit(
+            tx,
+            EventType::SleepSessionCompleted,
+            Some(&envelope.uid),
+            with_uid(data, &envelope.uid),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn with_uid(mut data: Value, uid: &str) -> Value {
+    if let Some(object) = data.as_object_mut() {
+        object.insert("uid".into(), json!(uid));
+    }
+    data
+}
