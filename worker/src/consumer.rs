@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
 use shared::Envelope;
@@ -21,6 +22,7 @@ use shared::broker::{self, Topology};
 use tokio::sync::watch;
 
 use crate::WorkerContext;
+use crate::dead_letters;
 use crate::handlers::{self, Outcome};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -64,8 +66,23 @@ async fn consume(
             FieldTable::default(),
         )
         .await?;
+    let publish = connection.create_channel().await?;
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    *context.publish_channel.write().expect("channel lock") = Some(publish);
+    let dead = connection.create_channel().await?;
     context.broker_connected.store(true, Ordering::SeqCst);
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
+    let mut dead_stopping = stopping.clone();
+    let dead_consumer = tokio::spawn(dead_letters::consume(
+        context.clone(),
+        dead,
+        topology.clone(),
+        async move {
+            let _ = dead_stopping.wait_for(|stop| *stop).await;
+        },
+    ));
     let stop = async move {
         let _ = stopping.wait_for(|stop| *stop).await;
     };
@@ -78,9 +95,11 @@ async fn consume(
             }
         })
         .await;
+    *context.publish_channel.write().expect("channel lock") = None;
     let _ = connection
         .close(200, "worker stopping or reconnecting".into())
         .await;
+    let _ = dead_consumer.await;
     Ok(())
 }
 
@@ -118,6 +137,8 @@ async fn process(context: &Arc<WorkerContext>, delivery: Delivery) {
                 tracing::error!(%error, event_id = %envelope.event_id, kind = envelope.kind.as_str(), "event failed; returning it to the queue");
                 metrics::counter!("worker_events_failed_total", "kind" => envelope.kind.as_str())
                     .increment(1);
+                dead_letters::record_failure(&context.pool, envelope.event_id, &error.to_string())
+                    .await;
                 let requeue = BasicNackOptions {
                     requeue: true,
                     ..Default::default()

@@ -8,6 +8,7 @@
 //! - [`handlers`]: the per-kind handlers and the dedup claim they share.
 //! - [`api`]: health, readiness, metrics and the management API.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
+//! - [`dead_letters`]: poison messages: recording and redriving them.
 //! - [`db`]: database creation, pool and migrations.
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod audio;
 pub mod consumer;
 pub mod db;
+pub mod dead_letters;
 pub mod handlers;
 pub mod outbound;
 pub mod sessions;
@@ -39,6 +41,14 @@ pub struct WorkerContext {
     pub pool: PgPool,
     /// True while the consumer holds a live broker connection (for `/readyz`).
     pub broker_connected: AtomicBool,
+    /// A confirm-mode channel on the consumer's connection, for redriving dead letters.
+    pub publish_channel: std::sync::RwLock<Option<lapin::Channel>>,
+}
+
+impl WorkerContext {
+    pub fn publish_channel(&self) -> Option<lapin::Channel> {
+        self.publish_channel.read().expect("channel lock").clone()
+    }
 }
 
 /// Migrates, then consumes and serves HTTP on `listener` until `shutdown` resolves; in-flight
@@ -54,6 +64,7 @@ pub async fn run(
         settings,
         pool,
         broker_connected: AtomicBool::new(false),
+        publish_channel: std::sync::RwLock::new(None),
     });
     let (stop, stopping) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(context.clone(), stopping.clone()));

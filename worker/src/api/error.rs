@@ -17,6 +17,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -42,6 +44,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound(_) => error_response(StatusCode::NOT_FOUND, "not_found", message),
             ApiError::Conflict(_) => error_response(StatusCode::CONFLICT, "conflict", message),
+            ApiError::Unavailable(_) => {
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            }
             ApiError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "internal error");
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -2,6 +2,7 @@
 //! `ADMIN_TOKEN`. The whole route table is here; each resource has a module of its own.
 
 mod auth;
+mod dead_letters;
 mod error;
 mod sessions;
 mod sleep;
@@ -31,6 +32,7 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(users::routes())
         .merge(sessions::routes())
         .merge(sleep::routes())
+        .merge(dead_letters::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }

@@ -126,6 +126,16 @@ impl TestPipeline {
         response.json().await.expect("JSON")
     }
 
+    /// `POST <path>` on the first worker's management API, with the admin token.
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        self.client
+            .post(self.workers[0].url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// The outbox's event types in the order they were written.
     pub async fn outbox_types(&self) -> Vec<String> {
         sqlx::query_scalar("SELECT event_type FROM outbox ORDER BY id")
