@@ -4,7 +4,7 @@
 //! Each bucket holds up to `burst` tokens and refills at `per_second`; a request takes one token
 //! or is refused with 429 and the seconds until a token is back. Buckets live in one map behind
 //! a mutex, held only for the few arithmetic operations of a check. Full buckets carry no
-//! information, so the map is pruned of them once it grows past [`PRUNE_ABOVE`] entries.
+//! information, so the map is pruned of them once it grows past 10,000 entries.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

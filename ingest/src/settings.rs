@@ -64,3 +64,39 @@ impl IngestSettings {
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|item| item.to_string()).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<IngestSettings, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        IngestSettings::from_env(&Env::new(move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        }))
+    }
+
+    #[test]
+    fn rate_limiting_is_off_by_default_and_takes_fractions() {
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.rate_limit_per_s, 0.0);
+        assert_eq!(defaults.rate_limit_burst, 0);
+        let set = settings(&[("RATE_LIMIT_PER_S", "0.5"), ("RATE_LIMIT_BURST", "3")]).unwrap();
+        assert_eq!((set.rate_limit_per_s, set.rate_limit_burst), (0.5, 3));
+        let error = settings(&[("RATE_LIMIT_BURST", "-1")]).unwrap_err();
+        assert!(error.to_string().contains("RATE_LIMIT_BURST"), "{error}");
+    }
+
+    #[test]
+    fn partner_credentials_are_lists() {
+        let set = settings(&[("ASLEEP_API_KEYS", "a, b"), ("REFLECTOR_SECRETS", "s")]).unwrap();
+        assert_eq!(set.asleep_api_keys, ["a", "b"]);
+        assert_eq!(set.reflector_secrets, ["s"]);
+    }
+}

@@ -27,19 +27,23 @@ pub enum Source {
 pub enum EventKind {
     /// [`crate::payload::omi::TranscriptBatch`]
     OmiTranscript,
-    /// An Omi conversation ("memory") object, kept whole.
+    /// [`crate::payload::omi::Conversation`]: an Omi conversation ("memory") object, kept whole.
     OmiConversation,
-    /// A memory lifecycle event from the Omi webhook-server envelope, kept whole.
+    /// [`crate::payload::omi::MemoryEvent`]: a memory lifecycle event from the Omi webhook-server
+    /// envelope, kept whole.
     OmiMemoryEvent,
     /// [`crate::payload::omi::DaySummary`]
     OmiDaySummary,
     /// Raw PCM16 LE mono; the sample rate is in [`Envelope::sample_rate`].
     OmiAudio,
-    /// An Asleep `INFERENCE_COMPLETE`, normalised to the flat shape.
+    /// [`crate::payload::asleep::AsleepEvent`]: an Asleep `INFERENCE_COMPLETE`, normalised to the
+    /// flat shape.
     AsleepInference,
-    /// An Asleep `SESSION_COMPLETE`, normalised to the flat shape.
+    /// [`crate::payload::asleep::AsleepEvent`]: an Asleep `SESSION_COMPLETE`, normalised to the
+    /// flat shape.
     AsleepSessionComplete,
-    /// A Reflector `transcript.completed` payload, kept whole.
+    /// [`crate::payload::reflector::ReflectorEvent`]: a Reflector `transcript.completed` payload,
+    /// kept whole.
     ReflectorTranscript,
 }
 

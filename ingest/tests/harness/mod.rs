@@ -8,6 +8,8 @@ use shared::config::BrokerSettings;
 use shared::testkit::{Spawned, TestBroker};
 
 pub const OMI_KEY: &str = "omi-test-key";
+pub const ASLEEP_KEY: &str = "asleep-test-key";
+pub const REFLECTOR_SECRET: &str = "whsec_reflector-test-secret";
 
 pub struct TestIngest {
     pub broker: TestBroker,
@@ -16,18 +18,28 @@ pub struct TestIngest {
 }
 
 impl TestIngest {
-    /// Ingest connected straight to the broker, with the Omi key [`OMI_KEY`].
+    /// Ingest connected straight to the broker, with the keys [`OMI_KEY`] and [`ASLEEP_KEY`] and
+    /// the secret [`REFLECTOR_SECRET`].
     pub async fn start() -> Self {
+        Self::start_configured(|_| {}).await
+    }
+
+    /// Like [`TestIngest::start`], with the settings changed by `configure` first.
+    pub async fn start_configured(configure: impl FnOnce(&mut IngestSettings)) -> Self {
         let broker = TestBroker::new();
-        let settings = broker.settings.clone();
-        let ingest = Self::start_with(broker, settings).await;
+        let mut settings = test_settings(broker.settings.clone());
+        configure(&mut settings);
+        let ingest = Self::spawn(broker, settings).await;
         ingest.wait_ready().await;
         ingest
     }
 
     /// Ingest reaching the broker through `broker_settings` (a proxy, a closed port).
     pub async fn start_with(broker: TestBroker, broker_settings: BrokerSettings) -> Self {
-        let settings = IngestSettings::local(broker_settings, &[OMI_KEY]);
+        Self::spawn(broker, test_settings(broker_settings)).await
+    }
+
+    async fn spawn(broker: TestBroker, settings: IngestSettings) -> Self {
         let service =
             Spawned::start(|listener, shutdown| ingest::run(settings, listener, shutdown)).await;
         TestIngest {
@@ -50,20 +62,126 @@ impl TestIngest {
         .await
     }
 
+    /// `POST <path_and_query>` with `headers` and `body`.
+    pub async fn post(
+        &self,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let mut request = self.client.post(self.service.url(path_and_query));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(body).send().await.expect("request")
+    }
+
+    /// `POST <path>?<query>` with a JSON body: any Omi JSON route.
+    pub async fn post_omi(
+        &self,
+        path: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post(&format!("{path}?{query}"), &[JSON], body).await
+    }
+
     /// `POST /v1/omi/transcript?<query>` with a JSON body.
     pub async fn post_omi_transcript(
         &self,
         query: &str,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
-        self.client
-            .post(self.service.url(&format!("/v1/omi/transcript?{query}")))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("request")
+        self.post_omi("/v1/omi/transcript", query, body).await
     }
+
+    /// `POST /v1/omi/conversation?<query>` with a JSON body.
+    pub async fn post_omi_conversation(
+        &self,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post_omi("/v1/omi/conversation", query, body).await
+    }
+
+    /// `POST /v1/omi/day-summary?<query>` with a JSON body.
+    pub async fn post_omi_day_summary(
+        &self,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post_omi("/v1/omi/day-summary", query, body).await
+    }
+
+    /// `POST /webhook?<query>`: the Omi webhook-server envelope.
+    pub async fn post_omi_webhook(
+        &self,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post_omi("/webhook", query, body).await
+    }
+
+    /// `POST /omi?<query>`: the Thalamus batch.
+    pub async fn post_thalamus(
+        &self,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.post_omi("/omi", query, body).await
+    }
+
+    /// `POST /v1/omi/audio?<query>` as `application/octet-stream`.
+    pub async fn post_omi_audio(
+        &self,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let content_type = ("content-type", "application/octet-stream");
+        self.post(&format!("/v1/omi/audio?{query}"), &[content_type], body)
+            .await
+    }
+
+    /// `POST /v1/asleep` with [`ASLEEP_KEY`] as user `uid`.
+    pub async fn post_asleep(
+        &self,
+        uid: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let headers = [JSON, ("x-api-key", ASLEEP_KEY), ("x-user-id", uid)];
+        self.post("/v1/asleep", &headers, body).await
+    }
+
+    /// `POST /v1/reflector` signed now with [`REFLECTOR_SECRET`].
+    pub async fn post_reflector(&self, body: &[u8]) -> reqwest::Response {
+        let signature = reflector_signature(body, 0);
+        self.post_reflector_signed(&signature, body.to_vec()).await
+    }
+
+    /// `POST /v1/reflector` with the given `X-Webhook-Signature`.
+    pub async fn post_reflector_signed(
+        &self,
+        signature: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let headers = [JSON, ("x-webhook-signature", signature)];
+        self.post("/v1/reflector", &headers, body).await
+    }
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The default test settings: every source configured with the harness's credentials.
+pub fn test_settings(broker: BrokerSettings) -> IngestSettings {
+    IngestSettings::local(broker, &[OMI_KEY])
+        .with_partner_credentials(&[ASLEEP_KEY], &[REFLECTOR_SECRET])
+}
+
+/// Reflector's `X-Webhook-Signature` for `body` with [`REFLECTOR_SECRET`], stamped
+/// `offset_s` seconds from now.
+pub fn reflector_signature(body: &[u8], offset_s: i64) -> String {
+    let timestamp = chrono::Utc::now().timestamp() + offset_s;
+    shared::signature::reflector_header(&[REFLECTOR_SECRET], timestamp, body)
 }
 
 /// The query string that authenticates as Omi user `uid`.
