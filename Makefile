@@ -17,3 +17,6 @@ lint:
 
 fmt:
 	cargo fmt --all
+
+bench: services
+	bash deploy/bench.sh
