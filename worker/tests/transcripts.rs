@@ -144,6 +144,10 @@ async fn two_workers_racing_on_duplicates_store_each_event_once() {
         worker.stop().await;
     }
     assert_eq!(pipeline.count(EVENTS).await, 5);
+    // The five events carry the same two Omi segment ids: stored and emitted once each.
+    assert_eq!(pipeline.count(SEGMENTS).await, 2);
+    let emitted = pipeline.outbox_data("transcript.segment").await;
+    assert_eq!(emitted.len(), 2, "each stored segment is emitted once");
 }
 
 /// The worker is killed (SIGKILL) after it took the message and began its transaction, before
