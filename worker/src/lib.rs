@@ -33,6 +33,8 @@ pub struct WorkerContext {
     pub pool: PgPool,
     /// True while the consumer holds a live broker connection (for `/readyz`).
     pub broker_connected: AtomicBool,
+    /// The outbound delivery side: HTTP client, schedule, per-endpoint isolation.
+    pub outbound: outbound::Outbound,
 }
 
 /// Migrates, then consumes and serves HTTP on `listener` until `shutdown` resolves; in-flight
@@ -45,12 +47,14 @@ pub async fn run(
     db::migrate(&settings.database_url).await?;
     let pool = db::pool(&settings.database_url, settings.database_max_connections)?;
     let context = Arc::new(WorkerContext {
+        outbound: outbound::Outbound::new(&settings.delivery)?,
         settings,
         pool,
         broker_connected: AtomicBool::new(false),
     });
     let (stop, stopping) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(context.clone(), stopping.clone()));
+    let deliveries = tokio::spawn(outbound::run(context.clone(), stopping.clone()));
     tracing::info!(addr = %listener.local_addr()?, "worker listening");
     let mut http_stopping = stopping;
     let server =
@@ -61,6 +65,7 @@ pub async fn run(
     shutdown.await;
     stop.send_replace(true);
     let _ = consumer.await;
+    let _ = deliveries.await;
     let _ = server.await;
     context.pool.close().await;
     Ok(())

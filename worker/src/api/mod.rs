@@ -2,7 +2,10 @@
 //! `ADMIN_TOKEN`. The whole route table is here; each resource has a module of its own.
 
 mod auth;
+mod deliveries;
+mod endpoints;
 mod error;
+mod input;
 
 pub use auth::Admin;
 pub use error::ApiError;
@@ -25,6 +28,8 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(endpoints::routes())
+        .merge(deliveries::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }
