@@ -109,24 +109,24 @@ async fn a_host_name_that_resolves_to_loopback_is_refused_on_every_attempt() {
     assert!(receiver.drain(Duration::from_millis(300)).await.is_empty());
 }
 
-#[tokio::test]
-async fn endpoints_can_be_listed_read_changed_and_deleted() {
-    let worker = TestWorker::start().await;
+/// Creates `count` endpoints (never sent anything: no events are emitted).
+async fn endpoints(worker: &TestWorker, count: usize) -> Vec<Value> {
     let mut created = Vec::new();
-    for n in 0..3 {
+    for n in 0..count {
         let url = format!("http://127.0.0.1:9/hook{n}");
-        created.push(
-            worker
-                .create_endpoint(json!({"url": url, "event_types": ["*"]}))
-                .await,
-        );
+        let body = json!({"url": url, "event_types": ["*"]});
+        created.push(worker.create_endpoint(body).await);
     }
-    assert!(
-        created[0]["secret"].as_str().unwrap().len() > 40,
-        "full on create"
-    );
+    created
+}
+
+#[tokio::test]
+async fn endpoints_are_listed_a_page_at_a_time() {
+    let worker = TestWorker::start().await;
+    let created = endpoints(&worker, 3).await;
 
     let first = worker.get_json("/v1/endpoints?limit=2").await;
+    assert_eq!(first["items"][0]["id"], created[0]["id"]);
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     let cursor = first["next"].as_str().expect("a next page");
     let second = worker
@@ -134,30 +134,33 @@ async fn endpoints_can_be_listed_read_changed_and_deleted() {
         .await;
     assert_eq!(second["items"][0]["id"], created[2]["id"]);
     assert!(second["next"].is_null());
+}
 
-    let path = format!("/v1/endpoints/{}", created[0]["id"].as_str().unwrap());
+#[tokio::test]
+async fn an_endpoint_can_be_read_changed_and_deleted() {
+    let worker = TestWorker::start().await;
+    let created = endpoints(&worker, 1).await.remove(0);
+    assert!(
+        created["secret"].as_str().unwrap().len() > 40,
+        "full on create"
+    );
+    let path = format!("/v1/endpoints/{}", created["id"].as_str().unwrap());
     let read = worker.get_json(&path).await;
     assert!(read["secret"].as_str().unwrap().ends_with("..."), "masked");
+
     let patch = json!({"event_types": ["memory.created"], "timeout_ms": 500, "enabled": false});
-    let changed: Value = worker
-        .admin(Method::PATCH, &path)
-        .json(&patch)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let response = worker.admin(Method::PATCH, &path).json(&patch).send().await;
+    let changed: Value = response.unwrap().json().await.unwrap();
     assert_eq!(changed["event_types"], json!(["memory.created"]));
     assert_eq!(changed["timeout_ms"], 500);
     assert_eq!(changed["enabled"], false);
-    let bad = worker
+    let internal = json!({"url": "http://10.1.2.3/"});
+    let response = worker
         .admin(Method::PATCH, &path)
-        .json(&json!({"url": "http://10.1.2.3/"}))
+        .json(&internal)
         .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+        .await;
+    assert_eq!(response.unwrap().status(), 400);
 
     let deleted = worker.admin(Method::DELETE, &path).send().await.unwrap();
     assert_eq!(deleted.status(), 204);
@@ -193,13 +196,19 @@ async fn the_test_route_sends_a_test_event_and_reports_the_answer() {
     );
 }
 
+/// POSTs with the token and returns the status and JSON answer.
+async fn post(worker: &TestWorker, path: &str) -> (u16, Value) {
+    let response = worker.admin(Method::POST, path).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 #[tokio::test]
-async fn failed_deliveries_can_be_retried_recovered_listed_and_counted() {
+async fn failed_deliveries_can_be_retried_and_recovered() {
     let worker = TestWorker::start().await;
     let script = vec![Reply::status(422), Reply::status(422)];
     let mut receiver = Receiver::scripted(script, Reply::status(200)).await;
     let endpoint = worker.endpoint_for(&receiver).await;
-    let endpoint_id = endpoint["id"].as_str().unwrap();
     let since = chrono::Utc::now() - chrono::Duration::minutes(1);
     let first = worker.emit(EventType::AudioLevel, json!({"n": 1})).await;
     let second = worker.emit(EventType::AudioLevel, json!({"n": 2})).await;
@@ -209,45 +218,60 @@ async fn failed_deliveries_can_be_retried_recovered_listed_and_counted() {
     worker
         .delivery_with_status(second, &endpoint, "failed")
         .await;
-    receiver.drain(Duration::from_millis(100)).await;
 
     let retry = format!("/v1/deliveries/{}/retry", failed["id"].as_str().unwrap());
-    let response = worker.admin(Method::POST, &retry).send().await.unwrap();
-    assert_eq!(response.status(), 202);
+    assert_eq!(post(&worker, &retry).await.0, 202);
     let retried = worker
         .delivery_with_status(first, &endpoint, "succeeded")
         .await;
     assert_eq!(retried["attempt_count"], 2);
+
     let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let recover = format!("/v1/endpoints/{endpoint_id}/recover?since={since}");
-    let recovered: Value = worker
-        .admin(Method::POST, &recover)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(recovered["requeued"], 1);
+    let id = endpoint["id"].as_str().unwrap();
+    let (status, recovered) = post(
+        &worker,
+        &format!("/v1/endpoints/{id}/recover?since={since}"),
+    )
+    .await;
+    assert_eq!((status, recovered["requeued"].clone()), (202, json!(1)));
     worker
         .delivery_with_status(second, &endpoint, "succeeded")
         .await;
-    assert_eq!(receiver.drain(Duration::from_millis(300)).await.len(), 2);
+    assert_eq!(receiver.drain(Duration::from_millis(300)).await.len(), 4);
+}
 
-    let listed = worker
-        .get_json(&format!(
-            "/v1/deliveries?endpoint_id={endpoint_id}&status=succeeded"
-        ))
+#[tokio::test]
+async fn deliveries_are_listed_by_endpoint_and_status_and_counted_in_stats() {
+    let worker = TestWorker::start().await;
+    let receiver = Receiver::scripted(vec![Reply::status(422)], Reply::status(200)).await;
+    let endpoint = worker.endpoint_for(&receiver).await;
+    let id = endpoint["id"].as_str().unwrap();
+    for n in 0..2 {
+        let event = worker.emit(EventType::AudioLevel, json!({"n": n})).await;
+        eventually(20, "a finished delivery", || async {
+            let delivery = worker.delivery(event, &endpoint).await;
+            (delivery["status"] != "pending").then_some(())
+        })
         .await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
-    let none = worker.get_json("/v1/deliveries?status=failed").await;
-    assert_eq!(none["items"], json!([]));
-    let stats = worker
-        .get_json(&format!("/v1/endpoints/{endpoint_id}/stats"))
+    }
+
+    for status in ["failed", "succeeded"] {
+        let path = format!("/v1/deliveries?endpoint_id={id}&status={status}");
+        let listed = worker.get_json(&path).await;
+        assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{status}");
+    }
+    let bogus = worker
+        .admin(Method::GET, "/v1/deliveries?status=lost")
+        .send()
         .await;
-    assert_eq!(stats["succeeded"], 2);
+    assert_eq!(bogus.unwrap().status(), 400);
+    let stats = worker.get_json(&format!("/v1/endpoints/{id}/stats")).await;
+    assert_eq!(
+        (stats["succeeded"].clone(), stats["failed"].clone()),
+        (json!(1), json!(1))
+    );
     assert_eq!(stats["pending"], 0);
-    assert_eq!(stats["success_rate"], 1.0);
-    assert_eq!(stats["attempts_24h"], 4);
+    assert_eq!(stats["success_rate"], 0.5);
+    assert_eq!(stats["attempts_24h"], 2);
     assert!(stats["latency_p95_ms"].is_number());
 }

@@ -199,6 +199,12 @@ impl Reply {
         }
     }
 
+    /// Adds `Retry-After: <value>`.
+    pub fn retry_after(mut self, value: &str) -> Self {
+        self.retry_after = Some(value.to_owned());
+        self
+    }
+
     /// Answers only after `delay`.
     pub fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
