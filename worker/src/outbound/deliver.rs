@@ -40,9 +40,49 @@ pub struct Claimed {
     pub rate_limit_per_s: Option<i32>,
 }
 
-const CLAIMED_COLUMNS: &str = "d.id, d.endpoint_id, d.attempts, d.window_attempts,
-    d.first_attempt_at, o.event_type, o.data, o.created_at AS event_created_at, e.url, e.secret,
-    e.previous_secret, e.previous_secret_expires_at, e.headers, e.timeout_ms, e.rate_limit_per_s";
+/// The columns of [`Claimed`], as a literal so the statements below are built at compile time.
+macro_rules! claimed_columns {
+    () => {
+        "d.id, d.endpoint_id, d.attempts, d.window_attempts, d.first_attempt_at, o.event_type,
+         o.data, o.created_at AS event_created_at, e.url, e.secret, e.previous_secret,
+         e.previous_secret_expires_at, e.headers, e.timeout_ms, e.rate_limit_per_s"
+    };
+}
+
+/// Leases up to $2 due deliveries of enabled endpoints not in $1, at most $3 per endpoint,
+/// for each endpoint's timeout plus $4 ms. The due condition is repeated on the locked rows so
+/// a row another worker claimed meanwhile is skipped after the lock, not claimed twice.
+const CLAIM: &str = concat!(
+    "UPDATE deliveries d
+     SET next_attempt_at = now() + (e.timeout_ms + $4) * interval '1 millisecond'
+     FROM endpoints e, outbox o
+     WHERE e.id = d.endpoint_id AND o.id = d.event_id AND d.id IN (
+         SELECT id FROM deliveries
+         WHERE status = 'pending' AND next_attempt_at <= now() AND id IN (
+             SELECT id FROM (
+                 SELECT id, row_number() OVER (PARTITION BY endpoint_id
+                                               ORDER BY next_attempt_at) AS rank
+                 FROM (
+                     SELECT c.id, c.endpoint_id, c.next_attempt_at
+                     FROM deliveries c JOIN endpoints ce ON ce.id = c.endpoint_id
+                     WHERE c.status = 'pending' AND c.next_attempt_at <= now()
+                       AND ce.enabled AND c.endpoint_id <> ALL ($1)
+                     ORDER BY c.next_attempt_at LIMIT $2 * 8
+                 ) candidates
+             ) ranked WHERE rank <= $3)
+         ORDER BY next_attempt_at LIMIT $2
+         FOR UPDATE SKIP LOCKED)
+     RETURNING ",
+    claimed_columns!()
+);
+
+const LOAD: &str = concat!(
+    "SELECT ",
+    claimed_columns!(),
+    " FROM deliveries d
+     JOIN endpoints e ON e.id = d.endpoint_id JOIN outbox o ON o.id = d.event_id
+     WHERE d.id = $1"
+);
 
 /// Claims up to `limit` due deliveries of enabled endpoints not in `blocked`, at most
 /// `per_endpoint` of each endpoint.
@@ -52,47 +92,18 @@ pub async fn claim(
     limit: i64,
     per_endpoint: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let statement = format!(
-        "UPDATE deliveries d
-         SET next_attempt_at = now() + (e.timeout_ms + {LEASE_MARGIN_MS}) * interval '1 millisecond'
-         FROM endpoints e, outbox o
-         WHERE e.id = d.endpoint_id AND o.id = d.event_id AND d.id IN (
-             SELECT id FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now() AND id IN (
-                 SELECT id FROM (
-                     SELECT id, row_number() OVER (PARTITION BY endpoint_id
-                                                   ORDER BY next_attempt_at) AS rank
-                     FROM (
-                         SELECT c.id, c.endpoint_id, c.next_attempt_at
-                         FROM deliveries c JOIN endpoints ce ON ce.id = c.endpoint_id
-                         WHERE c.status = 'pending' AND c.next_attempt_at <= now()
-                           AND ce.enabled AND c.endpoint_id <> ALL ($1)
-                         ORDER BY c.next_attempt_at LIMIT $2 * 8
-                     ) candidates
-                 ) ranked WHERE rank <= $3)
-             ORDER BY next_attempt_at LIMIT $2
-             FOR UPDATE SKIP LOCKED)
-         RETURNING {CLAIMED_COLUMNS}"
-    );
-    sqlx::query_as(&statement)
+    sqlx::query_as(CLAIM)
         .bind(blocked)
         .bind(limit)
         .bind(per_endpoint)
+        .bind(LEASE_MARGIN_MS)
         .fetch_all(pool)
         .await
 }
 
 /// Reads one delivery in the claimed shape (for an attempt made on request).
 pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Claimed>, sqlx::Error> {
-    let statement = format!(
-        "SELECT {CLAIMED_COLUMNS} FROM deliveries d
-         JOIN endpoints e ON e.id = d.endpoint_id JOIN outbox o ON o.id = d.event_id
-         WHERE d.id = $1"
-    );
-    sqlx::query_as(&statement)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(LOAD).bind(id).fetch_optional(pool).await
 }
 
 /// Gives a claimed delivery back without an attempt (its endpoint was busy): due again soon.
@@ -269,7 +280,7 @@ async fn disable_endpoint(
 async fn finish_unattempted(pool: &PgPool, claimed: &Claimed) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE deliveries SET status = 'failed', updated_at = now(),
-             last_error = coalesce(last_error, '') || ' (retry window closed)'
+             last_error = coalesce(last_error || ' ', '') || '(retry window closed)'
          WHERE id = $1 AND attempts = $2 AND status = 'pending'",
     )
     .bind(claimed.id)
