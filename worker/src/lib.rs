@@ -43,6 +43,8 @@ pub struct WorkerContext {
     pub broker_connected: AtomicBool,
     /// A confirm-mode channel on the consumer's connection, for redriving dead letters.
     pub publish_channel: std::sync::RwLock<Option<lapin::Channel>>,
+    /// The outbound delivery side: HTTP client, schedule, per-endpoint isolation.
+    pub outbound: outbound::Outbound,
 }
 
 impl WorkerContext {
@@ -61,6 +63,7 @@ pub async fn run(
     db::migrate(&settings.database_url).await?;
     let pool = db::pool(&settings.database_url, settings.database_max_connections)?;
     let context = Arc::new(WorkerContext {
+        outbound: outbound::Outbound::new(&settings.delivery)?,
         settings,
         pool,
         broker_connected: AtomicBool::new(false),
@@ -69,6 +72,7 @@ pub async fn run(
     let (stop, stopping) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(context.clone(), stopping.clone()));
     let sweeper = tokio::spawn(sweeper::run(context.clone(), stopping.clone()));
+    let deliveries = tokio::spawn(outbound::run(context.clone(), stopping.clone()));
     tracing::info!(addr = %listener.local_addr()?, "worker listening");
     let mut http_stopping = stopping;
     let server =
@@ -80,6 +84,7 @@ pub async fn run(
     stop.send_replace(true);
     let _ = consumer.await;
     let _ = sweeper.await;
+    let _ = deliveries.await;
     let _ = server.await;
     context.pool.close().await;
     Ok(())

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
 
 #[derive(Clone, Debug)]
@@ -23,6 +24,8 @@ pub struct WorkerSettings {
     pub audio: AudioSettings,
     /// `SESSION_IDLE_MS` (default 120000): quiet after which a transcript session completes.
     pub session_idle: Duration,
+    /// Outbound webhook delivery.
+    pub delivery: DeliverySettings,
 }
 
 /// How audio is measured and reported.
@@ -65,6 +68,7 @@ impl WorkerSettings {
                 reorder_delay: env.millis("AUDIO_REORDER_MS", 300)?,
                 sweep_interval: env.millis("SWEEP_INTERVAL_MS", 200)?,
             },
+            delivery: DeliverySettings::from_env(env)?,
         })
     }
 
@@ -74,5 +78,86 @@ impl WorkerSettings {
         settings.broker = broker;
         settings.database_url = database_url.to_owned();
         settings
+    }
+}
+
+/// How outbound webhooks are delivered (INTERFACE.md section 4).
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    /// `ALLOWED_TARGET_CIDRS` (default none): comma-separated CIDRs that endpoints may reach
+    /// although they are loopback, private, link-local, unspecified or multicast.
+    pub allowed_target_cidrs: Vec<IpNet>,
+    /// `DELIVERY_RETRY_BASE_MS` (default 60000): delay before the first retry; doubles after.
+    pub retry_base: Duration,
+    /// `DELIVERY_RETRY_MAX_DELAY_MS` (default 3600000): the largest delay between two attempts.
+    pub retry_max_delay: Duration,
+    /// `DELIVERY_WINDOW_MS` (default 86400000): no attempt starts later than this after the
+    /// first; then the delivery is `failed`.
+    pub window: Duration,
+    /// `DELIVERY_POLL_MS` (default 1000): the longest the delivery loop sleeps between looks at
+    /// the database; new events wake it at once through LISTEN/NOTIFY.
+    pub poll_interval: Duration,
+    /// `DELIVERY_CONCURRENCY` (default 64): attempts one worker makes at once, over all
+    /// endpoints.
+    pub concurrency: usize,
+    /// `ENDPOINT_CONCURRENCY` (default 4): attempts one worker makes at once to one endpoint.
+    pub endpoint_concurrency: usize,
+    /// `CIRCUIT_FAILURE_THRESHOLD` (default 5): consecutive failed attempts after which one
+    /// worker stops attempting an endpoint for the cool-down.
+    pub circuit_failure_threshold: u32,
+    /// `CIRCUIT_COOLDOWN_MS` (default 30000): how long an open circuit waits before one probe.
+    pub circuit_cooldown: Duration,
+}
+
+impl DeliverySettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(DeliverySettings {
+            allowed_target_cidrs: cidrs(env.list("ALLOWED_TARGET_CIDRS"))?,
+            retry_base: env.millis("DELIVERY_RETRY_BASE_MS", 60_000)?,
+            retry_max_delay: env.millis("DELIVERY_RETRY_MAX_DELAY_MS", 3_600_000)?,
+            window: env.millis("DELIVERY_WINDOW_MS", 86_400_000)?,
+            poll_interval: env.millis("DELIVERY_POLL_MS", 1_000)?,
+            concurrency: env.parse("DELIVERY_CONCURRENCY", 64)?,
+            endpoint_concurrency: env.parse("ENDPOINT_CONCURRENCY", 4)?,
+            circuit_failure_threshold: env.parse("CIRCUIT_FAILURE_THRESHOLD", 5)?,
+            circuit_cooldown: env.millis("CIRCUIT_COOLDOWN_MS", 30_000)?,
+        })
+    }
+}
+
+/// Parses CIDRs; a bare address is taken as a single-address network.
+fn cidrs(items: Vec<String>) -> Result<Vec<IpNet>, ConfigError> {
+    items
+        .iter()
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError {
+                    name: "ALLOWED_TARGET_CIDRS",
+                    problem: format!("{item:?} is not a CIDR such as 127.0.0.0/8"),
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_defaults_match_the_contract() {
+        let settings = DeliverySettings::from_env(&Env::new(|_| None)).unwrap();
+        assert!(settings.allowed_target_cidrs.is_empty());
+        assert_eq!(settings.retry_base, Duration::from_secs(60));
+        assert_eq!(settings.retry_max_delay, Duration::from_secs(3600));
+        assert_eq!(settings.window, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn allowed_cidrs_parse_and_a_bad_one_names_the_variable() {
+        let cidrs = cidrs(vec!["127.0.0.0/8".into(), "::1".into()]).unwrap();
+        assert_eq!(cidrs.len(), 2);
+        let error = super::cidrs(vec!["10.0.0.0/33".into()]).unwrap_err();
+        assert!(error.to_string().contains("ALLOWED_TARGET_CIDRS"));
     }
 }

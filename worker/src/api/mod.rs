@@ -3,7 +3,10 @@
 
 mod auth;
 mod dead_letters;
+mod deliveries;
+mod endpoints;
 mod error;
+mod input;
 mod sessions;
 mod sleep;
 mod users;
@@ -33,6 +36,8 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(sessions::routes())
         .merge(sleep::routes())
         .merge(dead_letters::routes())
+        .merge(endpoints::routes())
+        .merge(deliveries::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }

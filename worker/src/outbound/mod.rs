@@ -1,4 +1,67 @@
-//! Outbound webhooks: the outbox the domain handlers write to, and (later) fan-out to endpoints,
-//! signing, delivery and the retry schedule.
+//! Outbound webhooks, from the outbox to the receiver.
+//!
+//! Domain handlers write events into the outbox ([`outbox::emit`]) in their own transaction.
+//! From there every worker runs one delivery loop ([`poller`]):
+//! [`dispatch`] fans each outbox row out into one delivery per subscribed enabled endpoint;
+//! [`deliver`] claims due deliveries, [`send`] signs and POSTs them, [`schedule`] decides what
+//! an answer means and when to retry, and [`deliver`] records the outcome. [`isolation`] keeps a
+//! failing or slow endpoint from holding up the others, [`guard`] refuses internal destinations,
+//! and [`manual`] serves the management API's test, retry and recover.
+//!
+//! # Why a Postgres poller and not RabbitMQ
+//! The schedule lives in the `deliveries` table and a loop claims due rows with
+//! `FOR UPDATE SKIP LOCKED`, pushing `next_attempt_at` forward by a lease longer than the
+//! request timeout. RabbitMQ has no native delayed delivery (retries would need TTL and
+//! dead-letter tiers, one per delay), and a queue redelivery shorter than a slow receiver's
+//! timeout duplicates deliveries; in Postgres the outbox row, the deliveries and the schedule
+//! commit together, a retry is one `UPDATE`, a killed worker's claim simply expires, and the
+//! management API reads and requeues the same rows. The loop is prompt without busy polling:
+//! a trigger on `outbox` sends `NOTIFY outbound`, the loop sleeps exactly until the next due
+//! delivery, and `DELIVERY_POLL_MS` (default 1 s) bounds the sleep when a notification is lost.
 
+pub mod deliver;
+pub mod dispatch;
+pub mod endpoint;
+pub mod guard;
+pub mod isolation;
+pub mod manual;
+mod metrics;
 pub mod outbox;
+pub mod poller;
+pub mod schedule;
+pub mod send;
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::settings::DeliverySettings;
+
+pub use poller::run;
+
+/// What the delivery side of one worker shares between its loop, its attempts and the API.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The one pooled HTTP client, behind the SSRF guard.
+    pub sender: send::Sender,
+    pub schedule: schedule::Schedule,
+    /// Per-endpoint concurrency, rate limit and circuit breaker.
+    pub isolation: Arc<isolation::Isolation>,
+    /// Attempts this worker may make at once (`DELIVERY_CONCURRENCY`); a claim takes at most
+    /// the free ones.
+    pub slots: Arc<Semaphore>,
+    pub endpoint_concurrency: usize,
+}
+
+impl Outbound {
+    pub fn new(settings: &DeliverySettings) -> anyhow::Result<Self> {
+        let guard = guard::TargetGuard::new(settings.allowed_target_cidrs.clone());
+        Ok(Outbound {
+            sender: send::Sender::new(guard)?,
+            schedule: schedule::Schedule::new(settings),
+            isolation: Arc::new(isolation::Isolation::new(settings)),
+            slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            endpoint_concurrency: settings.endpoint_concurrency.max(1),
+        })
+    }
+}

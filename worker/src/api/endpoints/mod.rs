@@ -1,0 +1,226 @@
+//! `/v1/endpoints`: where outbound webhooks go. Create, list, read, change and delete
+//! endpoints; send a test event; rotate the secret (the old one keeps signing for 24 hours);
+//! requeue failed deliveries; and per-endpoint delivery statistics. A secret is shown in full
+//! only in the answers to create and rotate.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+mod store;
+
+use super::input::{PageQuery, input, page};
+use super::{Admin, ApiError, Page};
+use crate::WorkerContext;
+use crate::outbound::endpoint::{self as rules, EndpointError};
+use crate::outbound::manual;
+use store::{Endpoint, Stats, Write, find, save};
+
+type Ctx = State<Arc<WorkerContext>>;
+type Id = Result<Path<Uuid>, PathRejection>;
+
+/// How long a rotated-out secret keeps signing.
+const ROTATION_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+pub fn routes() -> Router<Arc<WorkerContext>> {
+    Router::new()
+        .route("/v1/endpoints", post(create).get(list))
+        .route("/v1/endpoints/{id}", get(read).patch(update).delete(remove))
+        .route("/v1/endpoints/{id}/test", post(test))
+        .route("/v1/endpoints/{id}/rotate-secret", post(rotate))
+        .route("/v1/endpoints/{id}/recover", post(recover))
+        .route("/v1/endpoints/{id}/stats", get(stats))
+}
+
+impl From<EndpointError> for ApiError {
+    fn from(error: EndpointError) -> Self {
+        ApiError::BadRequest(error.to_string())
+    }
+}
+
+/// `POST /v1/endpoints` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEndpoint {
+    url: String,
+    event_types: Vec<String>,
+    secret: Option<String>,
+    headers: Option<serde_json::Value>,
+    timeout_ms: Option<i32>,
+    rate_limit_per_s: Option<i32>,
+    enabled: Option<bool>,
+}
+
+/// `PATCH /v1/endpoints/{id}` body: only the fields given change; `rate_limit_per_s: null`
+/// removes the limit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointPatch {
+    url: Option<String>,
+    event_types: Option<Vec<String>>,
+    headers: Option<serde_json::Value>,
+    timeout_ms: Option<i32>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit_per_s: Option<Option<i32>>,
+    enabled: Option<bool>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+async fn create(
+    _: Admin,
+    State(context): Ctx,
+    body: Result<Json<NewEndpoint>, JsonRejection>,
+) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
+    let Json(new) = input(body)?;
+    let now = Utc::now();
+    let enabled = new.enabled.unwrap_or(true);
+    let endpoint = Endpoint {
+        id: Uuid::now_v7(),
+        url: new.url,
+        event_types: new.event_types,
+        secret: new.secret.unwrap_or_else(rules::generate_secret),
+        previous_secret: None,
+        previous_secret_expires_at: None,
+        headers: new.headers.unwrap_or_else(|| serde_json::json!({})),
+        timeout_ms: new.timeout_ms.unwrap_or(15_000),
+        rate_limit_per_s: new.rate_limit_per_s,
+        enabled,
+        disabled_reason: (!enabled).then(|| "created disabled".to_owned()),
+        created_at: now,
+        updated_at: now,
+    };
+    endpoint.check(&context)?;
+    let created = save(&context, &endpoint, Write::Insert).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn list(
+    _: Admin,
+    State(context): Ctx,
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Json<Page<Endpoint>>, ApiError> {
+    let Query(query) = input(query)?;
+    let rows = store::page_after(&context, query.cursor, query.limit() + 1).await?;
+    let rows = rows.into_iter().map(Endpoint::masked).collect();
+    Ok(Json(page(rows, query.limit(), |endpoint| endpoint.id)))
+}
+
+async fn read(_: Admin, State(context): Ctx, id: Id) -> Result<Json<Endpoint>, ApiError> {
+    let Path(id) = input(id)?;
+    Ok(Json(find(&context, id).await?.masked()))
+}
+
+async fn update(
+    _: Admin,
+    State(context): Ctx,
+    id: Id,
+    body: Result<Json<EndpointPatch>, JsonRejection>,
+) -> Result<Json<Endpoint>, ApiError> {
+    let (Path(id), Json(patch)) = (input(id)?, input(body)?);
+    let mut endpoint = find(&context, id).await?;
+    endpoint.url = patch.url.unwrap_or(endpoint.url);
+    endpoint.event_types = patch.event_types.unwrap_or(endpoint.event_types);
+    endpoint.headers = patch.headers.unwrap_or(endpoint.headers);
+    endpoint.timeout_ms = patch.timeout_ms.unwrap_or(endpoint.timeout_ms);
+    endpoint.rate_limit_per_s = patch.rate_limit_per_s.unwrap_or(endpoint.rate_limit_per_s);
+    match patch.enabled {
+        Some(true) => (endpoint.enabled, endpoint.disabled_reason) = (true, None),
+        Some(false) if endpoint.enabled => {
+            endpoint.enabled = false;
+            endpoint.disabled_reason = Some("disabled through the API".to_owned());
+        }
+        _ => {}
+    }
+    endpoint.check(&context)?;
+    Ok(Json(
+        save(&context, &endpoint, Write::Update).await?.masked(),
+    ))
+}
+
+async fn remove(_: Admin, State(context): Ctx, id: Id) -> Result<StatusCode, ApiError> {
+    let Path(id) = input(id)?;
+    let deleted = sqlx::query("DELETE FROM endpoints WHERE id = $1")
+        .bind(id)
+        .execute(&context.pool)
+        .await?;
+    match deleted.rows_affected() {
+        0 => Err(ApiError::NotFound("endpoint")),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}
+
+async fn rotate(_: Admin, State(context): Ctx, id: Id) -> Result<Json<Endpoint>, ApiError> {
+    let Path(id) = input(id)?;
+    let mut endpoint = find(&context, id).await?;
+    endpoint.previous_secret = Some(endpoint.secret);
+    endpoint.previous_secret_expires_at = Some(Utc::now() + ROTATION_OVERLAP);
+    endpoint.secret = rules::generate_secret();
+    Ok(Json(save(&context, &endpoint, Write::Update).await?))
+}
+
+/// `POST /v1/endpoints/{id}/test` answer: what the receiver said.
+#[derive(Debug, Serialize)]
+struct TestResult {
+    delivery_id: Uuid,
+    succeeded: bool,
+    status_code: Option<u16>,
+    latency_ms: u128,
+    response_excerpt: Option<String>,
+    error: Option<String>,
+}
+
+async fn test(_: Admin, State(context): Ctx, id: Id) -> Result<Json<TestResult>, ApiError> {
+    let Path(id) = input(id)?;
+    let (delivery_id, report) = manual::send_test(&context.outbound, &context.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
+    Ok(Json(TestResult {
+        delivery_id,
+        succeeded: report.status.is_some_and(|code| (200..300).contains(&code)),
+        status_code: report.status,
+        latency_ms: report.latency.as_millis(),
+        response_excerpt: report.excerpt,
+        error: report.error,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct Since {
+    since: DateTime<Utc>,
+}
+
+async fn recover(
+    _: Admin,
+    State(context): Ctx,
+    id: Id,
+    query: Result<Query<Since>, QueryRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let (Path(id), Query(Since { since })) = (input(id)?, input(query)?);
+    let requeued = manual::recover(&context.pool, id, since)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
+    let body = serde_json::json!({ "endpoint_id": id, "since": since, "requeued": requeued });
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+async fn stats(_: Admin, State(context): Ctx, id: Id) -> Result<Json<Stats>, ApiError> {
+    let Path(id) = input(id)?;
+    find(&context, id).await?;
+    let stats = store::stats(&context, id).await?;
+    Ok(Json(stats))
+}

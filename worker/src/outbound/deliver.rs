@@ -1,0 +1,292 @@
+//! Deliveries in Postgres: claiming the due ones, making an attempt, and recording its outcome.
+//!
+//! A claim pushes `next_attempt_at` forward by a lease (the endpoint's timeout plus
+//! [`LEASE_MARGIN_MS`]) in the same statement that selects the rows with
+//! `FOR UPDATE SKIP LOCKED`: one worker at a time owns a delivery, and if it dies mid-attempt
+//! the lease runs out and any worker retries it. The outcome is written only if the delivery is
+//! still as it was claimed (`attempts` unchanged), so a worker that outlived its lease cannot
+//! overwrite a newer attempt.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Outbound;
+use super::endpoint::signing_secrets;
+use super::outbox::{self, EventType};
+use super::schedule::Decision;
+use super::send::{self, Message, Report, Target};
+
+/// Added to an endpoint's timeout to make the lease of a claim.
+pub const LEASE_MARGIN_MS: i32 = 10_000;
+
+/// A claimed delivery with everything its attempt needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub endpoint_id: Uuid,
+    pub attempts: i32,
+    pub window_attempts: i32,
+    pub first_attempt_at: Option<DateTime<Utc>>,
+    pub event_type: String,
+    pub data: serde_json::Value,
+    pub event_created_at: DateTime<Utc>,
+    pub url: String,
+    pub secret: String,
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    pub headers: serde_json::Value,
+    pub timeout_ms: i32,
+    pub rate_limit_per_s: Option<i32>,
+}
+
+/// The columns of [`Claimed`], as a literal so the statements below are built at compile time.
+macro_rules! claimed_columns {
+    () => {
+        "d.id, d.endpoint_id, d.attempts, d.window_attempts, d.first_attempt_at, o.event_type,
+         o.data, o.created_at AS event_created_at, e.url, e.secret, e.previous_secret,
+         e.previous_secret_expires_at, e.headers, e.timeout_ms, e.rate_limit_per_s"
+    };
+}
+
+/// Leases up to $2 due deliveries of enabled endpoints not in $1, at most $3 per endpoint,
+/// for each endpoint's timeout plus $4 ms. The due condition is repeated on the locked rows so
+/// a row another worker claimed meanwhile is skipped after the lock, not claimed twice.
+const CLAIM: &str = concat!(
+    "UPDATE deliveries d
+     SET next_attempt_at = now() + (e.timeout_ms + $4) * interval '1 millisecond'
+     FROM endpoints e, outbox o
+     WHERE e.id = d.endpoint_id AND o.id = d.event_id AND d.id IN (
+         SELECT id FROM deliveries
+         WHERE status = 'pending' AND next_attempt_at <= now() AND id IN (
+             SELECT id FROM (
+                 SELECT id, row_number() OVER (PARTITION BY endpoint_id
+                                               ORDER BY next_attempt_at) AS rank
+                 FROM (
+                     SELECT c.id, c.endpoint_id, c.next_attempt_at
+                     FROM deliveries c JOIN endpoints ce ON ce.id = c.endpoint_id
+                     WHERE c.status = 'pending' AND c.next_attempt_at <= now()
+                       AND ce.enabled AND c.endpoint_id <> ALL ($1)
+                     ORDER BY c.next_attempt_at LIMIT $2 * 8
+                 ) candidates
+             ) ranked WHERE rank <= $3)
+         ORDER BY next_attempt_at LIMIT $2
+         FOR UPDATE SKIP LOCKED)
+     RETURNING ",
+    claimed_columns!()
+);
+
+const LOAD: &str = concat!(
+    "SELECT ",
+    claimed_columns!(),
+    " FROM deliveries d
+     JOIN endpoints e ON e.id = d.endpoint_id JOIN outbox o ON o.id = d.event_id
+     WHERE d.id = $1"
+);
+
+/// Claims up to `limit` due deliveries of enabled endpoints not in `blocked`, at most
+/// `per_endpoint` of each endpoint.
+pub async fn claim(
+    pool: &PgPool,
+    blocked: &[Uuid],
+    limit: i64,
+    per_endpoint: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(CLAIM)
+        .bind(blocked)
+        .bind(limit)
+        .bind(per_endpoint)
+        .bind(LEASE_MARGIN_MS)
+        .fetch_all(pool)
+        .await
+}
+
+/// Reads one delivery in the claimed shape (for an attempt made on request).
+pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as(LOAD).bind(id).fetch_optional(pool).await
+}
+
+/// Gives a claimed delivery back without an attempt (its endpoint was busy): due again soon.
+pub async fn release(pool: &PgPool, claimed: &Claimed, after_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET next_attempt_at = now() + $3 * interval '1 millisecond'
+         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+    )
+    .bind(claimed.id)
+    .bind(claimed.attempts)
+    .bind(after_ms as f64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Makes one attempt of a claimed delivery (unless its window has closed), records it, and
+/// returns what happened; `None` when the window had closed and it was failed unattempted.
+pub async fn attempt(
+    outbound: &Outbound,
+    pool: &PgPool,
+    claimed: &Claimed,
+) -> anyhow::Result<Option<Report>> {
+    let now = Utc::now();
+    if let Some(start) = claimed.first_attempt_at
+        && now > start + outbound.schedule.window
+    {
+        finish_unattempted(pool, claimed).await?;
+        return Ok(None);
+    }
+    let report = outbound
+        .sender
+        .send(&target(claimed, now), &message(claimed))
+        .await;
+    let window_start = claimed.first_attempt_at.unwrap_or(report.attempted_at);
+    let decision = outbound.schedule.decide(
+        report.answer(),
+        (claimed.window_attempts + 1) as u32,
+        window_start,
+        Utc::now(),
+        jitter(),
+    );
+    super::metrics::attempted(&report, decision);
+    record(pool, claimed, &report, decision).await?;
+    Ok(Some(report))
+}
+
+fn target(claimed: &Claimed, now: DateTime<Utc>) -> Target {
+    Target {
+        url: claimed.url.clone(),
+        secrets: signing_secrets(
+            &claimed.secret,
+            claimed.previous_secret.as_deref(),
+            claimed.previous_secret_expires_at,
+            now,
+        ),
+        headers: claimed.headers.clone(),
+        timeout: std::time::Duration::from_millis(claimed.timeout_ms.max(1) as u64),
+    }
+}
+
+fn message(claimed: &Claimed) -> Message {
+    Message {
+        id: claimed.id,
+        event_type: claimed.event_type.clone(),
+        body: send::body(&claimed.event_type, claimed.event_created_at, &claimed.data),
+        retry: claimed.attempts,
+    }
+}
+
+/// A uniform number in [0, 1) from the OS.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the OS random source");
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Writes the attempt and the delivery's new state; on 410 disables the endpoint too. All in
+/// one transaction, and only if nobody has recorded an attempt since the claim.
+async fn record(
+    pool: &PgPool,
+    claimed: &Claimed,
+    report: &Report,
+    decision: Decision,
+) -> Result<(), sqlx::Error> {
+    let (status, next) = match decision {
+        Decision::Succeeded => ("succeeded", report.attempted_at),
+        Decision::Failed { .. } => ("failed", report.attempted_at),
+        Decision::RetryAt(at) => ("pending", at),
+    };
+    let mut tx = pool.begin().await?;
+    let updated = sqlx::query(
+        "UPDATE deliveries SET status = $3, attempts = attempts + 1,
+             window_attempts = window_attempts + 1,
+             first_attempt_at = coalesce(first_attempt_at, $4), next_attempt_at = $5,
+             last_error = $6, updated_at = now()
+         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+    )
+    .bind(claimed.id)
+    .bind(claimed.attempts)
+    .bind(status)
+    .bind(report.attempted_at)
+    .bind(next)
+    .bind(last_error(report))
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tracing::warn!(delivery = %claimed.id, "delivery changed since the claim; attempt not recorded");
+        return tx.rollback().await;
+    }
+    insert_attempt(&mut tx, claimed.id, report).await?;
+    if let Decision::Failed { disable: true } = decision {
+        disable_endpoint(&mut tx, claimed, "the receiver answered 410 Gone").await?;
+    }
+    tx.commit().await
+}
+
+fn last_error(report: &Report) -> Option<String> {
+    match (report.status, &report.error) {
+        (_, Some(error)) => Some(error.clone()),
+        (Some(code), None) if !(200..300).contains(&code) => Some(format!("HTTP {code}")),
+        _ => None,
+    }
+}
+
+async fn insert_attempt(
+    tx: &mut Transaction<'_, Postgres>,
+    delivery: Uuid,
+    report: &Report,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO delivery_attempts
+             (delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(delivery)
+    .bind(report.attempted_at)
+    .bind(report.status.map(i32::from))
+    .bind(report.latency.as_millis().min(i32::MAX as u128) as i32)
+    .bind(report.excerpt.as_deref())
+    .bind(report.error.as_deref())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Disables the endpoint and emits `endpoint.disabled`, once.
+async fn disable_endpoint(
+    tx: &mut Transaction<'_, Postgres>,
+    claimed: &Claimed,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let disabled = sqlx::query(
+        "UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
+         WHERE id = $1 AND enabled",
+    )
+    .bind(claimed.endpoint_id)
+    .bind(reason)
+    .execute(&mut **tx)
+    .await?;
+    if disabled.rows_affected() == 1 {
+        let data = serde_json::json!({
+            "endpoint_id": claimed.endpoint_id,
+            "url": claimed.url,
+            "reason": reason,
+        });
+        outbox::emit(tx, EventType::EndpointDisabled, None, data).await?;
+        tracing::warn!(endpoint = %claimed.endpoint_id, reason, "endpoint disabled");
+    }
+    Ok(())
+}
+
+/// Fails a delivery whose window closed before this attempt could start.
+async fn finish_unattempted(pool: &PgPool, claimed: &Claimed) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET status = 'failed', updated_at = now(),
+             last_error = coalesce(last_error || ' ', '') || '(retry window closed)'
+         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+    )
+    .bind(claimed.id)
+    .bind(claimed.attempts)
+    .execute(pool)
+    .await?;
+    super::metrics::finished("failed");
+    Ok(())
+}

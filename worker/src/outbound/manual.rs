@@ -1,0 +1,136 @@
+//! Deliveries on request, for the management API: a `test` event sent now, a retry of one
+//! finished delivery, and the recovery of an endpoint's failed deliveries. Requeued deliveries
+//! open a new retry window and wake the delivery loops with NOTIFY.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::deliver::{self, LEASE_MARGIN_MS};
+use super::send::Report;
+use super::{Outbound, outbox::EventType};
+
+/// What a manual retry found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    Requeued,
+    /// Still pending: it is retried on its schedule (and may be in flight right now).
+    AlreadyPending,
+    NotFound,
+}
+
+/// Sends a `test` event to one endpoint now, through the usual attempt (signed, recorded, and
+/// retried on the schedule if it fails). `None` when there is no such endpoint.
+pub async fn send_test(
+    outbound: &Outbound,
+    pool: &PgPool,
+    endpoint: Uuid,
+) -> anyhow::Result<Option<(Uuid, Report)>> {
+    let Some(delivery) = insert_test(pool, endpoint).await? else {
+        return Ok(None);
+    };
+    let claimed = deliver::load(pool, delivery)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("test delivery {delivery} vanished"))?;
+    let report = deliver::attempt(outbound, pool, &claimed)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("test delivery {delivery} was not attempted"))?;
+    Ok(Some((delivery, report)))
+}
+
+/// A dispatched `test` outbox row and its one delivery, already leased to this request.
+async fn insert_test(pool: &PgPool, endpoint: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let exists: Option<i32> = sqlx::query_scalar("SELECT timeout_ms FROM endpoints WHERE id = $1")
+        .bind(endpoint)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let (event, delivery) = (Uuid::now_v7(), Uuid::now_v7());
+    let data = serde_json::json!({"endpoint_id": endpoint, "message": "a test event"});
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, data, dispatched_at) VALUES ($1, $2, $3, now())",
+    )
+    .bind(event)
+    .bind(EventType::Test.as_str())
+    .bind(data)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO deliveries (id, event_id, endpoint_id, next_attempt_at)
+         SELECT $1, $2, id, now() + (timeout_ms + {LEASE_MARGIN_MS}) * interval '1 millisecond'
+         FROM endpoints WHERE id = $3"
+    ))
+    .bind(delivery)
+    .bind(event)
+    .bind(endpoint)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(delivery))
+}
+
+/// Makes a finished delivery due again now, in a new retry window.
+pub async fn retry(pool: &PgPool, delivery: Uuid) -> Result<Retry, sqlx::Error> {
+    let status: Option<String> = sqlx::query_scalar(&requeue("id = $1 RETURNING status"))
+        .bind(delivery)
+        .fetch_optional(pool)
+        .await?;
+    if status.is_some() {
+        wake(pool).await?;
+        return Ok(Retry::Requeued);
+    }
+    let exists: Option<String> = sqlx::query_scalar("SELECT status FROM deliveries WHERE id = $1")
+        .bind(delivery)
+        .fetch_optional(pool)
+        .await?;
+    Ok(match exists {
+        Some(_) => Retry::AlreadyPending,
+        None => Retry::NotFound,
+    })
+}
+
+/// Requeues every failed delivery of `endpoint` created since `since`; `None` when there is
+/// no such endpoint.
+pub async fn recover(
+    pool: &PgPool,
+    endpoint: Uuid,
+    since: DateTime<Utc>,
+) -> Result<Option<u64>, sqlx::Error> {
+    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM endpoints WHERE id = $1")
+        .bind(endpoint)
+        .fetch_optional(pool)
+        .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let requeued = sqlx::query(&requeue(
+        "endpoint_id = $1 AND status = 'failed' AND created_at >= $2",
+    ))
+    .bind(endpoint)
+    .bind(since)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    wake(pool).await?;
+    Ok(Some(requeued))
+}
+
+/// The requeue statement for the finished deliveries matching `condition`.
+fn requeue(condition: &str) -> String {
+    format!(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = now(),
+             first_attempt_at = NULL, window_attempts = 0, updated_at = now()
+         WHERE status <> 'pending' AND {condition}"
+    )
+}
+
+/// Wakes every worker's delivery loop.
+async fn wake(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify('outbound', '')")
+        .execute(pool)
+        .await?;
+    Ok(())
+}

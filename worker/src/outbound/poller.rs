@@ -1,0 +1,164 @@
+//! The delivery loop each worker runs: fan out new outbox rows, claim due deliveries up to the
+//! free concurrency, start their attempts, then sleep until the next one is due, a new event is
+//! committed (LISTEN `outbound`, notified by a trigger on `outbox`), an attempt finishes, or
+//! `DELIVERY_POLL_MS` passes, whichever comes first.
+//!
+//! Several workers run this loop on one database at once: `FOR UPDATE SKIP LOCKED` hands each
+//! outbox row and each due delivery to one of them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use super::{deliver, dispatch, metrics};
+use crate::WorkerContext;
+
+/// The shortest sleep between two passes, so a due but unclaimable delivery cannot spin.
+const MIN_WAIT: Duration = Duration::from_millis(10);
+/// How soon a claimed delivery whose endpoint was busy is due again.
+const RELEASE_AFTER_MS: i64 = 100;
+/// How often the pending gauge is refreshed.
+const GAUGE_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs until `stopping` turns true, then waits for the attempts under way.
+pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool>) {
+    let mut listener: Option<PgListener> = None;
+    let mut attempts = JoinSet::new();
+    let mut gauge_at = Instant::now();
+    while !*stopping.borrow() {
+        pass(&context, &mut attempts).await;
+        if gauge_at.elapsed() >= GAUGE_EVERY {
+            refresh_gauge(&context).await;
+            gauge_at = Instant::now();
+        }
+        let wait = next_wait(&context).await;
+        tokio::select! {
+            _ = notified(&context, &mut listener) => {}
+            _ = tokio::time::sleep(wait) => {}
+            Some(_) = attempts.join_next() => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+    }
+    while attempts.join_next().await.is_some() {}
+}
+
+/// One pass: fan out, claim, start attempts.
+async fn pass(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>) {
+    match dispatch::fan_out(&context.pool).await {
+        Ok(done) if done.events > 0 => metrics::dispatched(done.events),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "outbox fan-out failed"),
+    }
+    let outbound = &context.outbound;
+    let free = outbound.slots.available_permits();
+    if free == 0 {
+        return;
+    }
+    let blocked = outbound.isolation.blocked();
+    let per_endpoint = outbound.endpoint_concurrency as i64;
+    match deliver::claim(&context.pool, &blocked, free as i64, per_endpoint).await {
+        Ok(claimed) => claimed
+            .into_iter()
+            .for_each(|delivery| start(context, attempts, delivery)),
+        Err(error) => tracing::warn!(%error, "claiming deliveries failed"),
+    }
+}
+
+/// Starts one attempt as a task holding a global slot and its endpoint's permit; gives the
+/// delivery back when its endpoint is busy.
+fn start(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, delivery: deliver::Claimed) {
+    let context = context.clone();
+    let outbound = &context.outbound;
+    let slot = outbound.slots.clone().try_acquire_owned();
+    let permit = outbound
+        .isolation
+        .try_start(delivery.endpoint_id, delivery.rate_limit_per_s);
+    let (Ok(slot), Some(permit)) = (slot, permit) else {
+        attempts.spawn(async move {
+            if let Err(error) = deliver::release(&context.pool, &delivery, RELEASE_AFTER_MS).await {
+                tracing::warn!(%error, delivery = %delivery.id, "release failed; the lease will expire");
+            }
+        });
+        return;
+    };
+    attempts.spawn(async move {
+        let _held = (slot, permit);
+        let outbound = &context.outbound;
+        match deliver::attempt(outbound, &context.pool, &delivery).await {
+            Ok(Some(report)) => outbound
+                .isolation
+                .record(delivery.endpoint_id, !report.answer().is_trouble()),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), delivery = %delivery.id, "attempt not recorded; the lease will expire")
+            }
+        }
+    });
+}
+
+/// Until the next delivery is due, between [`MIN_WAIT`] and the poll interval; the poll
+/// interval when every slot is taken (a finishing attempt wakes the loop anyway).
+async fn next_wait(context: &WorkerContext) -> Duration {
+    let poll = context.settings.delivery.poll_interval;
+    if context.outbound.slots.available_permits() == 0 {
+        return poll;
+    }
+    let blocked = context.outbound.isolation.blocked();
+    let next: Result<Option<DateTime<Utc>>, _> = sqlx::query_scalar(
+        "SELECT min(d.next_attempt_at) FROM deliveries d
+         JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled
+         WHERE d.status = 'pending' AND d.endpoint_id <> ALL ($1)",
+    )
+    .bind(&blocked as &[Uuid])
+    .fetch_one(&context.pool)
+    .await;
+    match next {
+        Ok(Some(at)) => (at - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .clamp(MIN_WAIT, poll),
+        _ => poll,
+    }
+}
+
+/// Resolves on a notification; reconnects the listener when it is missing or broken.
+async fn notified(context: &WorkerContext, listener: &mut Option<PgListener>) {
+    if listener.is_none() {
+        match listen(context).await {
+            Ok(connected) => *listener = Some(connected),
+            Err(error) => {
+                tracing::debug!(%error, "LISTEN unavailable; polling");
+                return std::future::pending().await;
+            }
+        }
+    }
+    let Some(connected) = listener.as_mut() else {
+        return;
+    };
+    if let Err(error) = connected.recv().await {
+        tracing::debug!(%error, "LISTEN connection lost");
+        *listener = None;
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn listen(context: &WorkerContext) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(&context.pool).await?;
+    listener.listen("outbound").await?;
+    Ok(listener)
+}
+
+async fn refresh_gauge(context: &WorkerContext) {
+    let pending: Result<i64, _> =
+        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(&context.pool)
+            .await;
+    if let Ok(count) = pending {
+        metrics::pending(count);
+    }
+}
