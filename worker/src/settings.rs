@@ -1,7 +1,6 @@
 //! The worker's settings, read once from the environment at start.
 
 use std::net::SocketAddr;
-
 use std::time::Duration;
 
 use ipnet::IpNet;
