@@ -275,3 +275,33 @@ async fn deliveries_are_listed_by_endpoint_and_status_and_counted_in_stats() {
     assert_eq!(stats["attempts_24h"], 2);
     assert!(stats["latency_p95_ms"].is_number());
 }
+
+#[tokio::test]
+async fn delivery_metrics_are_exported() {
+    let _ = shared::telemetry::metrics();
+    let worker = TestWorker::start().await;
+    let receiver = Receiver::ok().await;
+    let endpoint = worker.endpoint_for(&receiver).await;
+    let event = worker.emit(EventType::AudioLevel, json!({})).await;
+    worker
+        .delivery_with_status(event, &endpoint, "succeeded")
+        .await;
+
+    let text = eventually(10, "the pending gauge", || async {
+        let response = worker
+            .client
+            .get(worker.url("/metrics"))
+            .send()
+            .await
+            .ok()?;
+        let text = response.text().await.ok()?;
+        text.contains("outbound_deliveries_pending").then_some(text)
+    })
+    .await;
+    assert!(
+        text.contains(r#"outbound_deliveries_total{outcome="succeeded"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"outbound_attempts_total{result="succeeded"}"#));
+    assert!(text.contains("outbound_attempt_seconds"));
+}

@@ -105,7 +105,13 @@ async fn a_delivery_is_signed_in_both_schemes_and_shaped_as_standard_webhooks() 
 
 #[tokio::test]
 async fn a_failing_receiver_is_retried_with_growing_gaps_under_one_webhook_id() {
-    let worker = TestWorker::start().await;
+    // Gaps of 240-360 ms, then 480-720 ms: apart by more than a busy machine's hiccup.
+    let worker = TestWorker::start_with(|settings| {
+        settings.delivery.retry_base = Duration::from_millis(300);
+        settings.delivery.retry_max_delay = Duration::from_secs(2);
+        settings.delivery.window = Duration::from_secs(10);
+    })
+    .await;
     let script = vec![Reply::status(500), Reply::status(500)];
     let mut receiver = Receiver::scripted(script, Reply::status(200)).await;
     let endpoint = worker.endpoint_for(&receiver).await;
@@ -214,10 +220,10 @@ async fn a_receiver_that_always_fails_is_given_up_at_the_end_of_the_window() {
 #[tokio::test]
 async fn a_receiver_slower_than_the_timeout_is_retried() {
     let worker = TestWorker::start().await;
-    let slow = Reply::status(200).after(Duration::from_secs(3));
+    let slow = Reply::status(200).after(Duration::from_secs(5));
     let mut receiver = Receiver::scripted(vec![slow], Reply::status(200)).await;
     let endpoint = worker
-        .create_endpoint(json!({"url": receiver.url(), "event_types": ["*"], "timeout_ms": 300}))
+        .create_endpoint(json!({"url": receiver.url(), "event_types": ["*"], "timeout_ms": 1000}))
         .await;
     let event = worker.emit(EventType::AudioLevel, json!({})).await;
 
