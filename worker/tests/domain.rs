@@ -160,7 +160,13 @@ async fn omi_envelope_memory_events_are_stored_and_passed_on() {
     assert_eq!(pipeline.outbox_data("memory.created").await.len(), 1);
     let changes = pipeline.outbox_data("memory.status_changed").await;
     assert_eq!(changes.len(), 3);
-    assert_eq!(changes[1]["memory"]["status"], "processing");
+    // Events of one memory are handled concurrently, so their order in the outbox is not fixed.
+    let statuses: Vec<&serde_json::Value> =
+        changes.iter().map(|c| &c["memory"]["status"]).collect();
+    assert!(
+        statuses.contains(&&serde_json::json!("processing")),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]
