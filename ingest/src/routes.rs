@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use shared::http::{error_response, healthz, metrics};
+use shared::http::{INGEST_OPENAPI, error_response, healthz, metrics, openapi_response};
 
 use crate::publisher::Publisher;
 use crate::rate_limit::RateLimiter;
@@ -62,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { openapi_response(INGEST_OPENAPI) }),
+        )
         .merge(sources::omi::routes())
         .merge(sources::asleep::routes())
         .merge(sources::reflector::routes())

@@ -68,3 +68,31 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("stop signal received, draining");
 }
+
+/// `GET /openapi.json`: a process's OpenAPI document, served as written.
+pub fn openapi_response(document: &'static str) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document)
+}
+
+/// The OpenAPI document of ingest's routes.
+pub const INGEST_OPENAPI: &str = include_str!("../openapi/ingest.json");
+/// The OpenAPI document of the worker's routes.
+pub const WORKER_OPENAPI: &str = include_str!("../openapi/worker.json");
+
+/// Every (method, path) an OpenAPI document lists, path parameters filled with `fill`; tests
+/// use it to hold each process's routes and its document to each other.
+pub fn documented_routes(document: &str, fill: &str) -> Vec<(String, String)> {
+    let document: serde_json::Value = serde_json::from_str(document).expect("OpenAPI JSON");
+    let mut routes = Vec::new();
+    for (path, operations) in document["paths"].as_object().expect("paths") {
+        let filled: String = path
+            .split('/')
+            .map(|part| if part.starts_with('{') { fill } else { part })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in operations.as_object().expect("operations").keys() {
+            routes.push((method.to_uppercase(), filled.clone()));
+        }
+    }
+    routes
+}

@@ -23,7 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
-use shared::http::{error_response, healthz, metrics};
+use shared::http::{WORKER_OPENAPI, error_response, healthz, metrics, openapi_response};
 
 use crate::WorkerContext;
 
@@ -32,6 +32,10 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/openapi.json",
+            get(|| async { openapi_response(WORKER_OPENAPI) }),
+        )
         .merge(users::routes())
         .merge(sessions::routes())
         .merge(sleep::routes())
