@@ -7,7 +7,7 @@ mod harness;
 use harness::{OMI_KEY, TestIngest, error_of, omi_query};
 use shared::EventKind;
 use shared::payload::omi::TranscriptBatch;
-use shared::testkit::{ProxyMode, TcpProxy, TestBroker, fixture};
+use shared::testkit::{ProxyMode, TestBroker, fixture};
 
 #[tokio::test]
 async fn an_accepted_transcript_is_on_the_queue_with_its_envelope() {
@@ -98,11 +98,7 @@ async fn an_unreachable_broker_is_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_broker_outage_is_503_never_202_and_ingest_recovers_by_itself() {
-    let proxy = TcpProxy::start("127.0.0.1:5672").await;
-    let broker = TestBroker::new();
-    let settings = broker.settings_via(TestBroker::url_for(proxy.addr));
-    let ingest = TestIngest::start_with(broker, settings).await;
-    ingest.wait_ready().await;
+    let (ingest, proxy) = TestIngest::behind_proxy(std::time::Duration::from_secs(5)).await;
     let body = fixture("omi/realtime_transcript.json");
     assert_eq!(
         ingest
@@ -139,12 +135,7 @@ async fn a_broker_outage_is_503_never_202_and_ingest_recovers_by_itself() {
 
 #[tokio::test]
 async fn a_broker_that_stops_answering_is_503_after_the_confirm_timeout() {
-    let proxy = TcpProxy::start("127.0.0.1:5672").await;
-    let broker = TestBroker::new();
-    let mut settings = broker.settings_via(TestBroker::url_for(proxy.addr));
-    settings.confirm_timeout = std::time::Duration::from_millis(300);
-    let ingest = TestIngest::start_with(broker, settings).await;
-    ingest.wait_ready().await;
+    let (ingest, proxy) = TestIngest::behind_proxy(std::time::Duration::from_millis(300)).await;
 
     proxy.set_mode(ProxyMode::Stalled);
     let response = ingest
@@ -160,27 +151,22 @@ async fn a_broker_that_stops_answering_is_503_after_the_confirm_timeout() {
 #[tokio::test]
 async fn ping_and_health_answer_without_credentials() {
     let ingest = TestIngest::start().await;
-    let ping = ingest
-        .client
-        .get(ingest.service.url("/ping"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ping.text().await.unwrap(), "pong");
-    let health = ingest
-        .client
-        .get(ingest.service.url("/healthz"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 200);
-    let metrics = ingest
-        .client
-        .get(ingest.service.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 200);
+    for (path, expected) in [
+        ("/ping", Some("pong")),
+        ("/healthz", None),
+        ("/metrics", None),
+    ] {
+        let response = ingest
+            .client
+            .get(ingest.service.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        if let Some(expected) = expected {
+            assert_eq!(response.text().await.unwrap(), expected);
+        }
+    }
 }
 
 #[tokio::test]

@@ -53,3 +53,16 @@ fn spawn_upkeep(handle: PrometheusHandle) {
         });
     }
 }
+
+/// The `LOG_EVENTS` line: one event and what became of it, in the same fields in both processes.
+pub fn log_event(envelope: &crate::Envelope, outcome: &str) {
+    tracing::info!(
+        event_id = %envelope.event_id,
+        source = envelope.source().as_str(),
+        kind = envelope.kind.as_str(),
+        uid = %envelope.uid,
+        bytes = envelope.payload.len(),
+        outcome,
+        "event"
+    );
+}

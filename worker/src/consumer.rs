@@ -163,14 +163,6 @@ fn record(context: &WorkerContext, envelope: &Envelope, outcome: Outcome, starte
         .unwrap_or_default();
     metrics::histogram!("worker_ingest_to_commit_seconds").record(lag);
     if context.settings.logs.events {
-        tracing::info!(
-            event_id = %envelope.event_id,
-            source = envelope.source().as_str(),
-            kind = envelope.kind.as_str(),
-            uid = %envelope.uid,
-            bytes = envelope.payload.len(),
-            outcome = outcome_name,
-            "event"
-        );
+        shared::telemetry::log_event(envelope, outcome_name);
     }
 }

@@ -233,15 +233,7 @@ pub async fn accept(
     metrics::counter!("ingest_events_accepted_total", "kind" => envelope.kind.as_str())
         .increment(1);
     if state.log_events {
-        tracing::info!(
-            event_id = %envelope.event_id,
-            source = envelope.source().as_str(),
-            kind = envelope.kind.as_str(),
-            uid = %envelope.uid,
-            bytes = envelope.payload.len(),
-            outcome = "queued",
-            "event"
-        );
+        shared::telemetry::log_event(&envelope, "queued");
     }
     let body = serde_json::json!({"status": "queued", "event_id": envelope.event_id});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

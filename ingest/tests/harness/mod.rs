@@ -5,7 +5,7 @@
 
 use ingest::settings::IngestSettings;
 use shared::config::BrokerSettings;
-use shared::testkit::{Spawned, TestBroker};
+use shared::testkit::{Spawned, TcpProxy, TestBroker};
 
 pub const OMI_KEY: &str = "omi-test-key";
 pub const ASLEEP_KEY: &str = "asleep-test-key";
@@ -47,6 +47,18 @@ impl TestIngest {
             service,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// Ingest reaching the broker through a [`TcpProxy`] the test owns, ready; `confirm_timeout`
+    /// is how long it waits for a confirm before answering 503.
+    pub async fn behind_proxy(confirm_timeout: std::time::Duration) -> (Self, TcpProxy) {
+        let proxy = TcpProxy::start("127.0.0.1:5672").await;
+        let broker = TestBroker::new();
+        let mut settings = broker.settings_via(TestBroker::url_for(proxy.addr));
+        settings.confirm_timeout = confirm_timeout;
+        let ingest = Self::start_with(broker, settings).await;
+        ingest.wait_ready().await;
+        (ingest, proxy)
     }
 
     pub async fn wait_ready(&self) {
