@@ -13,6 +13,8 @@ mod transcript;
 use shared::{Envelope, EventKind};
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::outbound::outbox::{EventType, emit};
+
 /// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -100,6 +102,29 @@ async fn claim(
     .execute(&mut **tx)
     .await?;
     Ok(inserted.rows_affected() == 1)
+}
+
+/// Emits `event_type` for the envelope's uid, with the uid added to `data`, only when the
+/// statement that stored the event's row inserted it (`ON CONFLICT DO NOTHING` found no twin).
+async fn emit_if_stored(
+    tx: &mut Transaction<'_, Postgres>,
+    stored: sqlx::postgres::PgQueryResult,
+    event_type: EventType,
+    envelope: &Envelope,
+    mut data: serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    if stored.rows_affected() == 0 {
+        return Ok(());
+    }
+    if let Some(object) = data.as_object_mut() {
+        object.insert(
+            "uid".into(),
+            serde_json::Value::String(envelope.uid.clone()),
+        );
+    }
+    emit(tx, event_type, Some(&envelope.uid), data)
+        .await
+        .map(drop)
 }
 
 /// Parses an envelope's JSON payload into the type its kind promises.

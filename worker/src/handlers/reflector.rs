@@ -1,13 +1,12 @@
 //! Reflector `transcript.completed`: stored once per transcript id and passed on as
 //! `transcript.completed`.
 
-use serde_json::Value;
 use shared::Envelope;
 use shared::payload::reflector::ReflectorEvent;
 use sqlx::{Postgres, Transaction};
 
-use super::{HandlerError, payload};
-use crate::outbound::outbox::{EventType, emit};
+use super::{HandlerError, emit_if_stored, payload};
+use crate::outbound::outbox::EventType;
 
 pub async fn transcript(
     tx: &mut Transaction<'_, Postgres>,
@@ -26,21 +25,13 @@ pub async fn transcript(
     .bind(envelope.received_at)
     .execute(&mut **tx)
     .await?;
-    if inserted.rows_affected() == 1 {
-        let data = match transcript {
-            Value::Object(mut object) => {
-                object.insert("uid".into(), Value::String(envelope.uid.clone()));
-                Value::Object(object)
-            }
-            other => other,
-        };
-        emit(
-            tx,
-            EventType::TranscriptCompleted,
-            Some(&envelope.uid),
-            data,
-        )
-        .await?;
-    }
+    emit_if_stored(
+        tx,
+        inserted,
+        EventType::TranscriptCompleted,
+        envelope,
+        transcript,
+    )
+    .await?;
     Ok(())
 }

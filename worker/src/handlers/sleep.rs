@@ -1,13 +1,13 @@
 //! Asleep: inference increments and session reports. Per-user aggregates are computed from the
 //! reports when read, so a report stored once is counted once.
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::Envelope;
 use shared::payload::asleep::AsleepEvent;
 use sqlx::{Postgres, Transaction};
 
-use super::{HandlerError, payload};
-use crate::outbound::outbox::{EventType, emit};
+use super::{HandlerError, emit_if_stored, payload};
+use crate::outbound::outbox::EventType;
 
 pub async fn inference(
     tx: &mut Transaction<'_, Postgres>,
@@ -32,15 +32,7 @@ pub async fn inference(
     .bind(envelope.received_at)
     .execute(&mut **tx)
     .await?;
-    if inserted.rows_affected() == 1 {
-        emit(
-            tx,
-            EventType::SleepInference,
-            Some(&envelope.uid),
-            with_uid(data, &envelope.uid),
-        )
-        .await?;
-    }
+    emit_if_stored(tx, inserted, EventType::SleepInference, envelope, data).await?;
     Ok(())
 }
 
@@ -67,21 +59,13 @@ pub async fn session_complete(
     .bind(envelope.received_at)
     .execute(&mut **tx)
     .await?;
-    if inserted.rows_affected() == 1 {
-        emit(
-            tx,
-            EventType::SleepSessionCompleted,
-            Some(&envelope.uid),
-            with_uid(data, &envelope.uid),
-        )
-        .await?;
-    }
+    emit_if_stored(
+        tx,
+        inserted,
+        EventType::SleepSessionCompleted,
+        envelope,
+        data,
+    )
+    .await?;
     Ok(())
-}
-
-fn with_uid(mut data: Value, uid: &str) -> Value {
-    if let Some(object) = data.as_object_mut() {
-        object.insert("uid".into(), json!(uid));
-    }
-    data
 }
