@@ -175,14 +175,7 @@ async fn the_test_route_sends_a_test_event_and_reports_the_answer() {
     let endpoint = worker.endpoint_for(&receiver).await;
     let path = format!("/v1/endpoints/{}/test", endpoint["id"].as_str().unwrap());
 
-    let answer: Value = worker
-        .admin(Method::POST, &path)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, answer) = worker.post_json(&path).await;
     assert_eq!(answer["status_code"], 202);
     assert_eq!(answer["succeeded"], true);
     assert_eq!(answer["response_excerpt"], "answer 202");
@@ -194,13 +187,6 @@ async fn the_test_route_sends_a_test_event_and_reports_the_answer() {
         request.header("webhook-id"),
         answer["delivery_id"].as_str().unwrap()
     );
-}
-
-/// POSTs with the token and returns the status and JSON answer.
-async fn post(worker: &TestWorker, path: &str) -> (u16, Value) {
-    let response = worker.admin(Method::POST, path).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -220,7 +206,7 @@ async fn failed_deliveries_can_be_retried_and_recovered() {
         .await;
 
     let retry = format!("/v1/deliveries/{}/retry", failed["id"].as_str().unwrap());
-    assert_eq!(post(&worker, &retry).await.0, 202);
+    assert_eq!(worker.post_json(&retry).await.0, 202);
     let retried = worker
         .delivery_with_status(first, &endpoint, "succeeded")
         .await;
@@ -228,11 +214,9 @@ async fn failed_deliveries_can_be_retried_and_recovered() {
 
     let since = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let id = endpoint["id"].as_str().unwrap();
-    let (status, recovered) = post(
-        &worker,
-        &format!("/v1/endpoints/{id}/recover?since={since}"),
-    )
-    .await;
+    let (status, recovered) = worker
+        .post_json(&format!("/v1/endpoints/{id}/recover?since={since}"))
+        .await;
     assert_eq!((status, recovered["requeued"].clone()), (202, json!(1)));
     worker
         .delivery_with_status(second, &endpoint, "succeeded")

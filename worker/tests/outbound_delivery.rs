@@ -329,17 +329,9 @@ async fn a_rotated_secret_signs_with_the_old_and_the_new_secret() {
     let mut receiver = Receiver::ok().await;
     let endpoint = worker.endpoint_for(&receiver).await;
     let id = endpoint["id"].as_str().unwrap();
-    let rotated: serde_json::Value = worker
-        .admin(
-            reqwest::Method::POST,
-            &format!("/v1/endpoints/{id}/rotate-secret"),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rotated) = worker
+        .post_json(&format!("/v1/endpoints/{id}/rotate-secret"))
+        .await;
     let (old, new) = (secret_of(&endpoint), secret_of(&rotated));
     assert_ne!(old, new);
     assert!(rotated["previous_secret_expires_at"].is_string());

@@ -135,6 +135,17 @@ impl TestWorker {
         response.json().await.expect("JSON")
     }
 
+    /// `POST <path>` with the token; the status and the JSON answer (null when there is none).
+    pub async fn post_json(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .admin(reqwest::Method::POST, path)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Writes an event into the outbox the way a domain handler does.
     pub async fn emit(&self, event_type: EventType, data: Value) -> Uuid {
         let mut tx = self.pool.begin().await.expect("begin");
