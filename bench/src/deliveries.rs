@@ -1,0 +1,229 @@
+//! Benchmark 3: outbound deliveries by one worker, draining a backlog of outbox events to local
+//! receivers that answer 200 at once.
+//!
+//! Three cases: one endpoint; ten endpoints; ten endpoints of which one never answers (every
+//! attempt to it times out). The floor for each is the load generator posting the same body to
+//! the same kind of receiver with as many connections as the worker may have attempts in flight
+//! (`ENDPOINT_CONCURRENCY` per endpoint, 4 by default). With one silent endpoint, the rate counts
+//! the nine healthy endpoints' deliveries and is compared with the all-healthy case of the same
+//! run.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::Plan;
+use crate::floors::Receiver;
+use crate::load::{self, Load, Pace, Request};
+use crate::report::{median_of, median_ratio, peak_mib};
+use crate::stack::{ADMIN_TOKEN, Isolation, Stack};
+
+/// Deliveries in each case's backlog (events times endpoints).
+const DELIVERIES: usize = 6_000;
+/// The worker's default per-endpoint cap on attempts in flight.
+const ENDPOINT_CONCURRENCY: usize = 4;
+const ENDPOINT_TIMEOUT_MS: u64 = 5_000;
+
+#[derive(Clone, Copy, Debug)]
+enum Case {
+    OneEndpoint,
+    TenEndpoints,
+    TenWithOneSilent,
+}
+
+impl Case {
+    fn endpoints(self) -> usize {
+        match self {
+            Case::OneEndpoint => 1,
+            Case::TenEndpoints | Case::TenWithOneSilent => 10,
+        }
+    }
+
+    fn silent(self) -> usize {
+        match self {
+            Case::TenWithOneSilent => 1,
+            _ => 0,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Run {
+    pub floor_one: f64,
+    pub floor_ten: f64,
+    pub one: f64,
+    pub ten: f64,
+    /// Deliveries per second to the nine healthy endpoints while the tenth times out.
+    pub ten_with_silent: f64,
+    pub worker_rss: [Option<u64>; 3],
+}
+
+pub async fn measure(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for run in 0..plan.runs {
+        let floor_one = floor(plan, 1).await?;
+        let floor_ten = floor(plan, 10).await?;
+        let (one, one_rss) = drain(stack, Case::OneEndpoint).await?;
+        let (ten, ten_rss) = drain(stack, Case::TenEndpoints).await?;
+        let (silent, silent_rss) = drain(stack, Case::TenWithOneSilent).await?;
+        let measured = Run {
+            floor_one,
+            floor_ten,
+            one,
+            ten,
+            ten_with_silent: silent,
+            worker_rss: [one_rss, ten_rss, silent_rss],
+        };
+        eprintln!("deliveries run {}: {measured:?}", run + 1);
+        runs.push(measured);
+    }
+    Ok(runs)
+}
+
+/// The body every delivery and floor request carries: an `audio.level` event's size.
+fn event_data(n: u64) -> serde_json::Value {
+    json!({"uid": format!("user-{}", n % 500), "window_start_ms": n * 1000, "rms_dbfs": -23.5, "peak_dbfs": -12.25})
+}
+
+/// Requests per second the load generator gets from `receivers` answering receivers, with the
+/// worker's in-flight cap for that many endpoints.
+async fn floor(plan: &Plan, receivers: usize) -> anyhow::Result<f64> {
+    let mut total = 0.0;
+    let mut targets = Vec::new();
+    for _ in 0..receivers {
+        targets.push(Receiver::answering().await?);
+    }
+    let loads = targets.iter().map(|receiver| {
+        let load = Load {
+            connections: ENDPOINT_CONCURRENCY,
+            warm_up: plan.warm_up,
+            measure: plan.measure,
+            pace: Pace::Closed,
+        };
+        let requests = Arc::new(|n| Request {
+            path_and_query: "/hook".into(),
+            content_type: "application/json",
+            body: Bytes::from(event_data(n).to_string()),
+            idempotency_key: None,
+        });
+        load::run(receiver.addr, load, requests, None)
+    });
+    for outcome in futures_util::future::join_all(loads).await {
+        total += outcome.accepted_per_s();
+    }
+    Ok(total)
+}
+
+/// Drains one case's backlog through a fresh worker: deliveries per second to the healthy
+/// endpoints, and the worker's peak RSS.
+async fn drain(stack: &Stack, case: Case) -> anyhow::Result<(f64, Option<u64>)> {
+    let isolation = Isolation::new("deliveries");
+    let result = drain_in(stack, case, &isolation).await;
+    stack.remove(&isolation).await?;
+    result
+}
+
+async fn drain_in(
+    stack: &Stack,
+    case: Case,
+    isolation: &Isolation,
+) -> anyhow::Result<(f64, Option<u64>)> {
+    let worker = stack.start_worker(isolation).await?;
+    let pool = stack.database(isolation).await?;
+    let mut receivers = Vec::new();
+    let mut healthy = Vec::new();
+    for index in 0..case.endpoints() {
+        let receiver = if index < case.silent() {
+            Receiver::silent().await?
+        } else {
+            Receiver::answering().await?
+        };
+        let endpoint = json!({
+            "url": receiver.url(),
+            "event_types": ["audio.level"],
+            "timeout_ms": ENDPOINT_TIMEOUT_MS,
+        });
+        let (status, created) =
+            load::post_json(worker.addr, "/v1/endpoints", ADMIN_TOKEN, &endpoint).await?;
+        anyhow::ensure!(status.is_success(), "creating an endpoint: {status} {created}");
+        if index >= case.silent() {
+            let id = created["id"].as_str().unwrap_or_default().to_string();
+            healthy.push(id);
+        }
+        receivers.push(receiver);
+    }
+    let events = (DELIVERIES / case.endpoints()) as i64;
+    let expected = events * healthy.len() as i64;
+    let data: Vec<serde_json::Value> = (0..events as u64).map(event_data).collect();
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, uid, data)
+         SELECT uuid_v7(), 'audio.level', data->>'uid', data FROM unnest($1::jsonb[]) AS data",
+    )
+    .bind(data)
+    .execute(&pool)
+    .await?;
+    let started = Instant::now();
+    loop {
+        let delivered: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM deliveries
+             WHERE status = 'succeeded' AND endpoint_id::text = ANY($1)",
+        )
+        .bind(&healthy)
+        .fetch_one(&pool)
+        .await?;
+        if delivered >= expected {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "{case:?}: {delivered} of {expected} deliveries after 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let per_s = expected as f64 / started.elapsed().as_secs_f64();
+    let rss = worker.peak_rss();
+    pool.close().await;
+    worker.stop().await;
+    Ok((per_s, rss))
+}
+
+pub fn table(runs: &[Run]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| case | deliveries/s | floor: load generator, same receivers and in-flight cap | ratio to floor | worker peak RSS |\n| --- | --- | --- | --- | --- |"
+    );
+    let _ = writeln!(
+        out,
+        "| one endpoint | {:.0} | {:.0} requests/s | {:.2} | {} |",
+        median_of(runs, |run| run.one),
+        median_of(runs, |run| run.floor_one),
+        median_ratio(runs, |run| run.one, |run| run.floor_one),
+        peak_mib(runs, |run| run.worker_rss[0]),
+    );
+    let _ = writeln!(
+        out,
+        "| ten endpoints | {:.0} | {:.0} requests/s | {:.2} | {} |",
+        median_of(runs, |run| run.ten),
+        median_of(runs, |run| run.floor_ten),
+        median_ratio(runs, |run| run.ten, |run| run.floor_ten),
+        peak_mib(runs, |run| run.worker_rss[1]),
+    );
+    let _ = writeln!(
+        out,
+        "| ten endpoints, one never answering (its nine healthy ones) | {:.0} | | | {} |",
+        median_of(runs, |run| run.ten_with_silent),
+        peak_mib(runs, |run| run.worker_rss[2]),
+    );
+    let _ = writeln!(
+        out,
+        "\nWith one endpoint timing out, the nine healthy ones keep **{:.2}** of the rate ten \
+         healthy endpoints get (within-run ratio, median). Each case drains {DELIVERIES} \
+         deliveries through a fresh worker; the silent endpoint's timeout is {ENDPOINT_TIMEOUT_MS} ms.\n",
+        median_ratio(runs, |run| run.ten_with_silent, |run| run.ten),
+    );
+    out
+}

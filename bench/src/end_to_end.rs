@@ -1,0 +1,201 @@
+//! Benchmark 2: ingest and one worker together, from request to committed row.
+//!
+//! First at saturation (64 connections, closed loop): how many events per second are accepted
+//! and how many are committed to Postgres over the same window, and what backlog is left. Then
+//! at half the committed rate, on a fixed schedule: the time from each 202 to its
+//! `inbound_events` row becoming visible to a reader, found by its dedup key with a query
+//! every [`POLL`]; a time is therefore late by at most one poll and one query.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::Plan;
+use crate::ingest::CONNECTIONS;
+use crate::load::{self, Load, Pace, quantile_ms};
+use crate::report::{median_of, median_ratio, peak_mib};
+use crate::requests::{Body, dedup_key};
+use crate::stack::{Isolation, Server, Stack};
+
+const POLL: Duration = Duration::from_millis(2);
+/// How long the half-rate phase runs.
+const HALF_RATE_MEASURE: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+pub struct Run {
+    pub accepted_per_s: f64,
+    pub committed_per_s: f64,
+    pub backlog_at_end: u32,
+    pub drained_in: Duration,
+    pub half_rate: f64,
+    pub commit_p50_ms: f64,
+    pub commit_p99_ms: f64,
+    pub commits_timed: usize,
+    pub ingest_rss: Option<u64>,
+    pub worker_rss: Option<u64>,
+}
+
+pub async fn measure(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for run in 0..plan.runs {
+        let isolation = Isolation::new("e2e");
+        let measured = once(stack, plan, &isolation).await;
+        stack.remove(&isolation).await?;
+        let measured = measured?;
+        eprintln!("end to end run {}: {measured:?}", run + 1);
+        runs.push(measured);
+    }
+    Ok(runs)
+}
+
+async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Result<Run> {
+    let worker = stack.start_worker(isolation).await?;
+    let ingest = stack.start(Server::Ingest, isolation).await?;
+    let pool = stack.database(isolation).await?;
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inbound_events")
+            .fetch_one(&pool)
+            .await
+    };
+
+    // Saturation: count the rows committed over the same window the load is measured in.
+    let saturate = Load {
+        connections: CONNECTIONS,
+        warm_up: plan.warm_up,
+        measure: plan.end_to_end_measure,
+        pace: Pace::Closed,
+    };
+    let requests = Body::Transcript.requests(&format!("{}-full", isolation.prefix));
+    let load = tokio::spawn(load::run(ingest.addr, saturate, requests, None));
+    tokio::time::sleep(saturate.warm_up).await;
+    let (before, window_start) = (stored().await?, Instant::now());
+    tokio::time::sleep(saturate.measure).await;
+    let (after, window_end) = (stored().await?, Instant::now());
+    let outcome = load.await?;
+    let committed_per_s = (after - before) as f64 / (window_end - window_start).as_secs_f64();
+    let backlog_at_end = stack.queue_depth(isolation).await?;
+    let drain_started = Instant::now();
+    while stack.queue_depth(isolation).await? > 0 {
+        anyhow::ensure!(
+            drain_started.elapsed() < Duration::from_secs(300),
+            "the worker did not drain its backlog in 5 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let drained_in = drain_started.elapsed();
+
+    // Half the committed rate, timing each event from its 202 to its row.
+    let half_rate = committed_per_s.min(outcome.accepted_per_s()) / 2.0;
+    let (accepted, commits) = mpsc::unbounded_channel();
+    let watcher = tokio::spawn(time_commits(pool.clone(), commits));
+    let paced = Load {
+        connections: CONNECTIONS,
+        warm_up: Duration::ZERO,
+        measure: HALF_RATE_MEASURE,
+        pace: Pace::Rate(half_rate.max(1.0)),
+    };
+    let requests = Body::Transcript.requests(&format!("{}-half", isolation.prefix));
+    load::run(ingest.addr, paced, requests, Some(accepted)).await;
+    let commit_latencies = watcher.await??;
+
+    let measured = Run {
+        accepted_per_s: outcome.accepted_per_s(),
+        committed_per_s,
+        backlog_at_end,
+        drained_in,
+        half_rate,
+        commit_p50_ms: quantile_ms(&commit_latencies, 0.5),
+        commit_p99_ms: quantile_ms(&commit_latencies, 0.99),
+        commits_timed: commit_latencies.len(),
+        ingest_rss: ingest.peak_rss(),
+        worker_rss: worker.peak_rss(),
+    };
+    pool.close().await;
+    ingest.stop().await;
+    worker.stop().await;
+    Ok(measured)
+}
+
+/// Receives (idempotency key, time of 202) for each accepted request and polls for its row;
+/// returns the sorted times to visibility in microseconds once the sender is gone and every
+/// row was seen (or after 60 s more, leaving out what never appeared).
+async fn time_commits(
+    pool: sqlx::PgPool,
+    mut accepted: mpsc::UnboundedReceiver<(String, Instant)>,
+) -> anyhow::Result<Vec<u32>> {
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut latencies = Vec::new();
+    let mut sender_gone_at: Option<Instant> = None;
+    loop {
+        loop {
+            match accepted.try_recv() {
+                Ok((key, at)) => {
+                    pending.insert(dedup_key(&key), at);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    sender_gone_at.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        if let Some(gone) = sender_gone_at
+            && (pending.is_empty() || gone.elapsed() > Duration::from_secs(60))
+        {
+            break;
+        }
+        if !pending.is_empty() {
+            let keys: Vec<&String> = pending.keys().collect();
+            let visible: Vec<String> = sqlx::query_scalar(
+                "SELECT dedup_key FROM inbound_events WHERE source = 'omi' AND dedup_key = ANY($1)",
+            )
+            .bind(keys)
+            .fetch_all(&pool)
+            .await?;
+            let seen_at = Instant::now();
+            for key in visible {
+                if let Some(at) = pending.remove(&key) {
+                    let micros = seen_at.duration_since(at).as_micros();
+                    latencies.push(micros.min(u32::MAX as u128) as u32);
+                }
+            }
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    latencies.sort_unstable();
+    Ok(latencies)
+}
+
+pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| figure | median over runs |\n| --- | --- |\n\
+         | accepted by ingest, 64 connections | {:.0} events/s |\n\
+         | committed by one worker over the same window | {:.0} events/s |\n\
+         | committed / accepted (within each run) | {:.2} |\n\
+         | committed / the ingest floor's throughput (benchmark 1, transcripts) | {:.2} |\n\
+         | backlog left in the queue when the load stopped | {:.0} messages |\n\
+         | time to drain it | {:.1} s |\n\
+         | half rate, on a fixed schedule | {:.0} events/s |\n\
+         | 202 to committed row, p50 | {:.1} ms |\n\
+         | 202 to committed row, p99 | {:.1} ms |\n\
+         | events timed per run | {:.0} |\n\
+         | peak RSS, ingest / worker | {} / {} |",
+        median_of(runs, |run| run.accepted_per_s),
+        median_of(runs, |run| run.committed_per_s),
+        median_ratio(runs, |run| run.committed_per_s, |run| run.accepted_per_s),
+        median_of(runs, |run| run.committed_per_s) / ingest_floor_per_s,
+        median_of(runs, |run| run.backlog_at_end as f64),
+        median_of(runs, |run| run.drained_in.as_secs_f64()),
+        median_of(runs, |run| run.half_rate),
+        median_of(runs, |run| run.commit_p50_ms),
+        median_of(runs, |run| run.commit_p99_ms),
+        median_of(runs, |run| run.commits_timed as f64),
+        peak_mib(runs, |run| run.ingest_rss),
+        peak_mib(runs, |run| run.worker_rss),
+    );
+    out
+}

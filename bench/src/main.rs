@@ -1,0 +1,117 @@
+//! `bench`: the benchmarks `make bench` runs against the release builds of ingest and worker,
+//! with local PostgreSQL and RabbitMQ, and the markdown they report.
+//!
+//! ```text
+//! bench run [ingest] [end-to-end] [deliveries]   measure (all three by default), print markdown
+//! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
+//! ```
+//!
+//! `BENCH_RUNS` (default 3), `BENCH_SECONDS` (default 5, each ingest load and delivery floor)
+//! and `BENCH_E2E_SECONDS` (default 30, the end-to-end saturation window) size a run; every
+//! figure is the median over the runs. Logs of the processes go to `BENCH_LOGS`
+//! (default `target/bench-logs`).
+
+mod deliveries;
+mod end_to_end;
+mod floors;
+mod ingest;
+mod load;
+mod process;
+mod report;
+mod requests;
+mod stack;
+
+use std::time::Duration;
+
+use shared::config::{BrokerSettings, Env};
+
+use crate::requests::Body;
+use crate::stack::Stack;
+
+/// How long and how often to measure.
+pub struct Plan {
+    pub runs: usize,
+    pub warm_up: Duration,
+    pub measure: Duration,
+    pub end_to_end_measure: Duration,
+}
+
+impl Plan {
+    fn from_env() -> anyhow::Result<Self> {
+        let env = Env::process();
+        Ok(Plan {
+            runs: env.parse("BENCH_RUNS", 3)?,
+            warm_up: Duration::from_secs(1),
+            measure: Duration::from_secs(env.parse("BENCH_SECONDS", 5)?),
+            end_to_end_measure: Duration::from_secs(env.parse("BENCH_E2E_SECONDS", 30)?),
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["floor", "http", addr] => floors::serve_http_floor(addr.parse()?).await,
+        ["floor", "publish", addr] => {
+            let broker = BrokerSettings::from_env(&Env::process())?;
+            floors::serve_publish_floor(addr.parse()?, broker).await
+        }
+        ["run", which @ ..] => {
+            let all = which.is_empty();
+            let wants = |name: &str| all || which.contains(&name);
+            print!("{}", run(wants).await?);
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "usage: bench run [ingest] [end-to-end] [deliveries] | bench floor http|publish ADDR"
+        ),
+    }
+}
+
+async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+    let plan = Plan::from_env()?;
+    let stack = Stack::from_env();
+    let mut out = format!(
+        "Each figure is the median of {} runs; each ingest load and delivery floor is measured \
+         for {} s after {} s of warm-up.\n\n",
+        plan.runs,
+        plan.measure.as_secs(),
+        plan.warm_up.as_secs()
+    );
+    let mut ingest_floor = None;
+    if wants("ingest") {
+        out.push_str(
+            "## Ingest against its floors (64 connections, closed loop)\n\n\
+             Ingest runs with authentication, validation, the envelope, metrics and tracing \
+             (info, JSON lines) on. All three servers publish to a quorum queue, persistent, \
+             and answer after the broker's confirm, except the HTTP floor, which only answers.\n\n",
+        );
+        for body in [Body::Transcript, Body::Audio] {
+            let runs = ingest::measure(&stack, &plan, body).await?;
+            out.push_str(&ingest::table(body, &runs));
+            if body == Body::Transcript {
+                ingest_floor = Some(report::median_of(&runs, |run| run[1].per_s));
+            }
+        }
+    }
+    if wants("end-to-end") {
+        out.push_str(&format!(
+            "## End to end: ingest and one worker, transcripts\n\n\
+             Saturated for {} s at 64 connections, then half the committed rate for 10 s on a \
+             fixed schedule, timing each event from its 202 to its `inbound_events` row being \
+             visible (polled every 2 ms).\n\n",
+            plan.end_to_end_measure.as_secs()
+        ));
+        let runs = end_to_end::measure(&stack, &plan).await?;
+        out.push_str(&end_to_end::table(&runs, ingest_floor.unwrap_or(f64::NAN)));
+        out.push('\n');
+    }
+    if wants("deliveries") {
+        out.push_str("## Outbound deliveries, one worker\n\n");
+        let runs = deliveries::measure(&stack, &plan).await?;
+        out.push_str(&deliveries::table(&runs));
+    }
+    Ok(out)
+}

@@ -1,0 +1,107 @@
+//! The processes a benchmark measures: started from the release binaries beside this one, with
+//! their environment, logging to a file, waited on until ready, and read for their peak RSS.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::StatusCode;
+use tokio::process::{Child, Command};
+
+use crate::load;
+
+pub struct Service {
+    pub name: String,
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// A release binary of this workspace, beside the running `bench`.
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    let own = std::env::current_exe()?;
+    let path = own.with_file_name(name);
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: build with `cargo build --release --bins` first",
+        path.display()
+    );
+    Ok(path)
+}
+
+impl Service {
+    /// Starts `program args` with `env`, its output appended to `logs/<name>.log`, and waits
+    /// until `GET ready_path` on `addr` answers 200.
+    pub async fn start(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        addr: SocketAddr,
+        ready_path: &str,
+        logs: &Path,
+    ) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(logs)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(format!("{name}.log")))?;
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let mut service = Service {
+            name: name.to_string(),
+            addr,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(StatusCode::OK) = load::get(addr, ready_path).await {
+                return Ok(service);
+            }
+            if let Some(status) = service.child.try_wait()? {
+                anyhow::bail!("{name} exited with {status} before it was ready; see its log");
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{name} not ready within 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The most resident memory the process has held since it started (`VmHWM`), in bytes.
+    pub fn peak_rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
+    /// Stops the process with SIGTERM (a graceful stop), or kills it after 10 s.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("{} did not stop within 10 s; killing it", self.name);
+            let _ = self.child.kill().await;
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Turning runs into the figures `BENCHMARKS.md` states: medians over runs, ratios taken within
+//! a run (side by side) before their median, and memory in MiB.
+
+use crate::load::Outcome;
+
+/// What one load against one server measured.
+#[derive(Clone, Debug)]
+pub struct Figures {
+    pub per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    /// Answers other than 2xx plus requests that got no answer.
+    pub not_accepted: u64,
+    pub peak_rss: Option<u64>,
+}
+
+impl Figures {
+    pub fn new(outcome: &Outcome, peak_rss: Option<u64>) -> Self {
+        Figures {
+            per_s: outcome.accepted_per_s(),
+            p50_ms: outcome.latency_ms(0.5),
+            p99_ms: outcome.latency_ms(0.99),
+            p999_ms: outcome.latency_ms(0.999),
+            not_accepted: outcome.refused_total() + outcome.failed,
+            peak_rss,
+        }
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+/// The median over runs of `figure`.
+pub fn median_of<T>(runs: &[T], figure: impl Fn(&T) -> f64) -> f64 {
+    median(runs.iter().map(figure).collect())
+}
+
+/// The median over runs of the ratio `numerator / denominator`, each taken within one run.
+pub fn median_ratio<T>(
+    runs: &[T],
+    numerator: impl Fn(&T) -> f64,
+    denominator: impl Fn(&T) -> f64,
+) -> f64 {
+    median(
+        runs.iter()
+            .map(|run| numerator(run) / denominator(run))
+            .collect(),
+    )
+}
+
+/// The largest peak RSS over runs, in MiB, or "n/a" where it could not be read.
+pub fn peak_mib<T>(runs: &[T], rss: impl Fn(&T) -> Option<u64>) -> String {
+    runs.iter()
+        .filter_map(rss)
+        .max()
+        .map(|bytes| format!("{:.1} MiB", bytes as f64 / 1_048_576.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn ratios_are_taken_within_a_run() {
+        // Run 1 is fast for both, run 2 slow for both: the within-run ratio is 0.5 each time.
+        let runs = [(100.0, 200.0), (10.0, 20.0)];
+        assert_eq!(median_ratio(&runs, |run| run.0, |run| run.1), 0.5);
+    }
+
+    #[test]
+    fn peak_memory_is_the_largest_reading() {
+        let runs = [Some(1_048_576), None, Some(3 * 1_048_576)];
+        assert_eq!(peak_mib(&runs, |rss| *rss), "3.0 MiB");
+        assert_eq!(peak_mib(&[None::<u64>], |rss| *rss), "n/a");
+    }
+}

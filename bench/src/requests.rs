@@ -1,0 +1,117 @@
+//! The requests a benchmark sends: Omi real-time transcript batches of 1-2 KB and 160 KB PCM
+//! audio chunks (5 s at 16 kHz), spread over many users, each with its own `Idempotency-Key` so
+//! every request is a new event.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::load::{MakeRequest, Request};
+use crate::stack::OMI_KEY;
+
+/// How many distinct users (`uid`) the requests are spread over.
+const USERS: u64 = 500;
+const SEGMENTS: u64 = 6;
+const SENTENCE: &str = "so the plan for tomorrow is to walk the new route before the meeting \
+    and then write up what we saw on the way, including the bridge and the market";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    Transcript,
+    Audio,
+}
+
+impl Body {
+    pub fn label(self) -> &'static str {
+        match self {
+            Body::Transcript => "Omi transcript, 1-2 KB",
+            Body::Audio => "Omi audio, 160 KB",
+        }
+    }
+
+    /// Requests of this kind for run `run` (keys never repeat across runs).
+    pub fn requests(self, run: &str) -> MakeRequest {
+        let run = run.to_string();
+        match self {
+            Body::Transcript => Arc::new(move |n| transcript(&run, n)),
+            Body::Audio => {
+                let pcm = Bytes::from(pcm_chunk(16_000 * 5));
+                Arc::new(move |n| audio(&run, n, pcm.clone()))
+            }
+        }
+    }
+}
+
+/// The dedup key the worker stores for a request sent with idempotency key `key`.
+pub fn dedup_key(key: &str) -> String {
+    format!("idempotency-key:{key}")
+}
+
+fn transcript(run: &str, n: u64) -> Request {
+    let uid = format!("user-{}", n % USERS);
+    let segments: Vec<String> = (0..SEGMENTS)
+        .map(|index| {
+            let start = (n / USERS * SEGMENTS + index) as f64 * 2.5;
+            format!(
+                r#"{{"id":"{run}-{n}-{index}","text":"{SENTENCE}","speaker":"SPEAKER_0{speaker}","speaker_id":{speaker},"is_user":{is_user},"person_id":null,"start":{start:.1},"end":{end:.1}}}"#,
+                speaker = index % 2,
+                is_user = index % 2 == 0,
+                end = start + 2.4,
+            )
+        })
+        .collect();
+    let body = format!(
+        r#"{{"session_id":"{uid}","segments":[{}]}}"#,
+        segments.join(",")
+    );
+    Request {
+        path_and_query: format!("/v1/omi/transcript?key={OMI_KEY}&uid={uid}"),
+        content_type: "application/json",
+        body: Bytes::from(body),
+        idempotency_key: Some(format!("{run}-{n}")),
+    }
+}
+
+fn audio(run: &str, n: u64, pcm: Bytes) -> Request {
+    Request {
+        path_and_query: format!(
+            "/v1/omi/audio?key={OMI_KEY}&uid=user-{}&sample_rate=16000",
+            n % USERS
+        ),
+        content_type: "application/octet-stream",
+        body: pcm,
+        idempotency_key: Some(format!("{run}-{n}")),
+    }
+}
+
+/// `samples` of PCM16 LE: a 440 Hz tone at a quarter of full scale.
+fn pcm_chunk(samples: usize) -> Vec<u8> {
+    (0..samples)
+        .flat_map(|index| {
+            let phase = index as f64 * 440.0 * std::f64::consts::TAU / 16_000.0;
+            ((phase.sin() * 8192.0) as i16).to_le_bytes()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transcript_bodies_are_omi_shaped_and_one_to_two_kilobytes() {
+        let request = transcript("r", 1234);
+        let size = request.body.len();
+        assert!((1024..=2048).contains(&size), "{size} bytes");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["session_id"], "user-234");
+        assert_eq!(body["segments"].as_array().unwrap().len(), SEGMENTS as usize);
+        assert!(request.path_and_query.ends_with("uid=user-234"));
+        assert_eq!(request.idempotency_key.as_deref(), Some("r-1234"));
+    }
+
+    #[test]
+    fn audio_bodies_are_five_seconds_at_16_khz() {
+        assert_eq!(pcm_chunk(16_000 * 5).len(), 160_000);
+    }
+}

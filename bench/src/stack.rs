@@ -1,0 +1,177 @@
+//! Starting what a benchmark measures, each on its own queue prefix and database so runs never
+//! see each other's messages or rows, and removing both afterwards.
+
+use std::path::PathBuf;
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use shared::broker::{self, Topology};
+use shared::config::BrokerSettings;
+use sqlx::Connection;
+
+use crate::process::{Service, binary, free_addr};
+
+pub const OMI_KEY: &str = "bench-omi-key";
+pub const ADMIN_TOKEN: &str = "bench-admin-token";
+
+/// What every benchmark needs: where the binaries and logs are, and how long to measure.
+pub struct Stack {
+    pub logs: PathBuf,
+    pub amqp_url: String,
+    pub postgres_url: String,
+}
+
+/// A queue prefix (and database name) of one run.
+pub struct Isolation {
+    pub prefix: String,
+}
+
+impl Isolation {
+    pub fn new(what: &str) -> Self {
+        Isolation {
+            prefix: shared::testkit::unique_name(&format!("bench_{what}")),
+        }
+    }
+
+    pub fn broker(&self, url: &str) -> BrokerSettings {
+        let mut settings = BrokerSettings::from_env(&shared::config::Env::new(|_| None))
+            .expect("the defaults are valid");
+        settings.url = url.to_string();
+        settings.prefix = self.prefix.clone();
+        settings
+    }
+}
+
+/// Which server a load is aimed at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    HttpFloor,
+    IngestFloor,
+    Ingest,
+}
+
+impl Server {
+    pub const ALL: [Server; 3] = [Server::HttpFloor, Server::IngestFloor, Server::Ingest];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Server::HttpFloor => "HTTP floor (bare axum, 202)",
+            Server::IngestFloor => "ingest floor (publish + confirm, 202)",
+            Server::Ingest => "ingest",
+        }
+    }
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        Stack {
+            logs: PathBuf::from(
+                std::env::var("BENCH_LOGS").unwrap_or_else(|_| "target/bench-logs".into()),
+            ),
+            amqp_url: BrokerSettings::DEFAULT_URL.to_string(),
+            postgres_url: shared::testkit::postgres_server_url(),
+        }
+    }
+
+    /// Starts `server` publishing (if it does) under `isolation`'s prefix.
+    pub async fn start(&self, server: Server, isolation: &Isolation) -> anyhow::Result<Service> {
+        let addr = free_addr()?;
+        let broker = [
+            ("AMQP_URL", self.amqp_url.clone()),
+            ("QUEUE_PREFIX", isolation.prefix.clone()),
+        ];
+        match server {
+            Server::HttpFloor | Server::IngestFloor => {
+                let kind = if server == Server::HttpFloor {
+                    "http"
+                } else {
+                    "publish"
+                };
+                let addr_arg = addr.to_string();
+                let bench = std::env::current_exe()?;
+                let args = ["floor", kind, addr_arg.as_str()];
+                Service::start(kind, &bench, &args, &broker, addr, "/healthz", &self.logs).await
+            }
+            Server::Ingest => {
+                let mut env = broker.to_vec();
+                env.push(("INGEST_ADDR", addr.to_string()));
+                env.push(("OMI_KEYS", OMI_KEY.to_string()));
+                let program = binary("ingest")?;
+                Service::start("ingest", &program, &[], &env, addr, "/readyz", &self.logs).await
+            }
+        }
+    }
+
+    /// Starts a worker on `isolation`'s prefix and a database of the same name.
+    pub async fn start_worker(&self, isolation: &Isolation) -> anyhow::Result<Service> {
+        let addr = free_addr()?;
+        let env = [
+            ("AMQP_URL", self.amqp_url.clone()),
+            ("QUEUE_PREFIX", isolation.prefix.clone()),
+            ("DATABASE_URL", self.database_url(isolation)),
+            ("WORKER_ADDR", addr.to_string()),
+            ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
+            ("ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_string()),
+        ];
+        let program = binary("worker")?;
+        Service::start("worker", &program, &[], &env, addr, "/readyz", &self.logs).await
+    }
+
+    pub fn database_url(&self, isolation: &Isolation) -> String {
+        format!("{}/{}", self.postgres_url, isolation.prefix)
+    }
+
+    pub async fn database(&self, isolation: &Isolation) -> anyhow::Result<sqlx::PgPool> {
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.database_url(isolation))
+            .await?)
+    }
+
+    /// Messages waiting in the run's events queue.
+    pub async fn queue_depth(&self, isolation: &Isolation) -> anyhow::Result<u32> {
+        let topology = Topology::new(&isolation.broker(&self.amqp_url));
+        let connection = broker::connect(&self.amqp_url, "bench").await?;
+        let channel = connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let queue = channel
+            .queue_declare(
+                topology.events_queue.as_str().into(),
+                passive,
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(queue.message_count())
+    }
+
+    /// Deletes the run's queues, exchanges and database, whatever of them exists.
+    pub async fn remove(&self, isolation: &Isolation) -> anyhow::Result<()> {
+        let topology = Topology::new(&isolation.broker(&self.amqp_url));
+        let connection = broker::connect(&self.amqp_url, "bench").await?;
+        let channel = connection.create_channel().await?;
+        for queue in [&topology.events_queue, &topology.dead_queue] {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [&topology.events_exchange, &topology.dead_exchange] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        let mut admin =
+            sqlx::PgConnection::connect(&format!("{}/postgres", self.postgres_url)).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            isolation.prefix
+        ))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    }
+}
