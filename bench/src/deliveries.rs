@@ -148,7 +148,10 @@ async fn drain_in(
         });
         let (status, created) =
             load::post_json(worker.addr, "/v1/endpoints", ADMIN_TOKEN, &endpoint).await?;
-        anyhow::ensure!(status.is_success(), "creating an endpoint: {status} {created}");
+        anyhow::ensure!(
+            status.is_success(),
+            "creating an endpoint: {status} {created}"
+        );
         if index >= case.silent() {
             let id = created["id"].as_str().unwrap_or_default().to_string();
             healthy.push(id);

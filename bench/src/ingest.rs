@@ -3,9 +3,10 @@
 //! always goes first), each fresh, on its own queue.
 
 use std::fmt::Write;
+use std::net::SocketAddr;
 
 use crate::Plan;
-use crate::load::{self, Load, Pace};
+use crate::load::{self, Load, Outcome, Pace};
 use crate::report::{Figures, median_of, median_ratio, peak_mib};
 use crate::requests::Body;
 use crate::stack::{Isolation, Server, Stack};
@@ -24,14 +25,7 @@ pub async fn measure(stack: &Stack, plan: &Plan, body: Body) -> anyhow::Result<V
             let server = Server::ALL[index];
             let isolation = Isolation::new("ingest");
             let service = stack.start(server, &isolation).await?;
-            let load = Load {
-                connections: CONNECTIONS,
-                warm_up: plan.warm_up,
-                measure: plan.measure,
-                pace: Pace::Closed,
-            };
-            let requests = body.requests(&isolation.prefix);
-            let outcome = load::run(service.addr, load, requests, None).await;
+            let outcome = load_once(service.addr, plan, body, &isolation.prefix).await;
             let measured = Figures::new(&outcome, service.peak_rss());
             service.stop().await;
             stack.remove(&isolation).await?;
@@ -50,6 +44,17 @@ pub async fn measure(stack: &Stack, plan: &Plan, body: Body) -> anyhow::Result<V
         runs.push(figures.map(|measured| measured.expect("every server measured")));
     }
     Ok(runs)
+}
+
+/// One closed-loop load of `body` requests at `target`, keyed by `run`.
+pub async fn load_once(target: SocketAddr, plan: &Plan, body: Body, run: &str) -> Outcome {
+    let load = Load {
+        connections: CONNECTIONS,
+        warm_up: plan.warm_up,
+        measure: plan.measure,
+        pace: Pace::Closed,
+    };
+    load::run(target, load, body.requests(run), None).await
 }
 
 /// The table of one body kind: each server's medians and ingest's ratios to each floor.

@@ -96,7 +96,10 @@ pub async fn run(
     accepted: Option<Accepted>,
 ) -> Outcome {
     let started = Instant::now();
-    let window = (started + load.warm_up, started + load.warm_up + load.measure);
+    let window = (
+        started + load.warm_up,
+        started + load.warm_up + load.measure,
+    );
     let next = Arc::new(AtomicU64::new(0));
     let connections: Vec<_> = (0..load.connections)
         .map(|index| {
@@ -123,7 +126,11 @@ pub async fn run(
         outcome.failed += seen.failed;
         outcome.latencies_us.extend(seen.latencies_us);
         for (status, count) in seen.refused {
-            match outcome.refused.iter_mut().find(|(known, _)| *known == status) {
+            match outcome
+                .refused
+                .iter_mut()
+                .find(|(known, _)| *known == status)
+            {
                 Some((_, total)) => *total += count,
                 None => outcome.refused.push((status, count)),
             }
@@ -226,7 +233,10 @@ async fn connect(target: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>>
 }
 
 /// Sends one request and reads the whole answer; the status is what counts.
-async fn send(sender: &mut SendRequest<Full<Bytes>>, request: Request) -> anyhow::Result<StatusCode> {
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request,
+) -> anyhow::Result<StatusCode> {
     sender.ready().await?;
     let mut builder = hyper::Request::post(request.path_and_query)
         .header(header::HOST, "127.0.0.1")
@@ -234,7 +244,9 @@ async fn send(sender: &mut SendRequest<Full<Bytes>>, request: Request) -> anyhow
     if let Some(key) = request.idempotency_key {
         builder = builder.header("idempotency-key", key);
     }
-    let response = sender.send_request(builder.body(Full::new(request.body))?).await?;
+    let response = sender
+        .send_request(builder.body(Full::new(request.body))?)
+        .await?;
     let status = response.status();
     response.into_body().collect().await?;
     Ok(status)

@@ -4,6 +4,8 @@
 //! ```text
 //! bench run [ingest] [end-to-end] [deliveries]   measure (all three by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
+//! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
+//!                                                profile a server started by hand
 //! ```
 //!
 //! `BENCH_RUNS` (default 3), `BENCH_SECONDS` (default 5, each ingest load and delivery floor)
@@ -57,6 +59,17 @@ async fn main() -> anyhow::Result<()> {
         ["floor", "publish", addr] => {
             let broker = BrokerSettings::from_env(&Env::process())?;
             floors::serve_publish_floor(addr.parse()?, broker).await
+        }
+        ["load", body @ ("transcript" | "audio"), addr] => {
+            let body = if *body == "audio" {
+                Body::Audio
+            } else {
+                Body::Transcript
+            };
+            let plan = Plan::from_env()?;
+            let outcome = ingest::load_once(addr.parse()?, &plan, body, "by-hand").await;
+            println!("{:?}", report::Figures::new(&outcome, None));
+            Ok(())
         }
         ["run", which @ ..] => {
             let all = which.is_empty();

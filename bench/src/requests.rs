@@ -105,7 +105,10 @@ mod tests {
         assert!((1024..=2048).contains(&size), "{size} bytes");
         let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
         assert_eq!(body["session_id"], "user-234");
-        assert_eq!(body["segments"].as_array().unwrap().len(), SEGMENTS as usize);
+        assert_eq!(
+            body["segments"].as_array().unwrap().len(),
+            SEGMENTS as usize
+        );
         assert!(request.path_and_query.ends_with("uid=user-234"));
         assert_eq!(request.idempotency_key.as_deref(), Some("r-1234"));
     }
