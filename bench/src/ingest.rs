@@ -25,17 +25,31 @@ pub async fn measure(stack: &Stack, plan: &Plan, body: Body) -> anyhow::Result<V
             let server = Server::ALL[index];
             let isolation = Isolation::new("ingest");
             let service = stack.start(server, &isolation).await?;
-            let outcome = load_once(service.addr, plan, body, &isolation.prefix).await;
-            let measured = Figures::new(&outcome, service.peak_rss());
+            let load = tokio::spawn(load_once(
+                service.addr,
+                *plan,
+                body,
+                isolation.prefix.clone(),
+            ));
+            tokio::time::sleep(plan.warm_up).await;
+            let cpu_before = service.cpu_seconds();
+            tokio::time::sleep(plan.measure).await;
+            let cpu = service
+                .cpu_seconds()
+                .zip(cpu_before)
+                .map(|(after, before)| after - before);
+            let outcome = load.await?;
+            let measured = Figures::new(&outcome, service.peak_rss(), cpu);
             service.stop().await;
             stack.remove(&isolation).await?;
             eprintln!(
-                "ingest run {}: {} / {}: {:.0} req/s, p99 {:.2} ms, not accepted {} {:?}",
+                "ingest run {}: {} / {}: {:.0} req/s, p99 {:.2} ms, {:.0} us CPU per request, not accepted {} {:?}",
                 run + 1,
                 body.label(),
                 server.label(),
                 measured.per_s,
                 measured.p99_ms,
+                measured.cpu_us_per_request.unwrap_or(f64::NAN),
                 measured.not_accepted,
                 outcome.refused,
             );
@@ -47,14 +61,14 @@ pub async fn measure(stack: &Stack, plan: &Plan, body: Body) -> anyhow::Result<V
 }
 
 /// One closed-loop load of `body` requests at `target`, keyed by `run`.
-pub async fn load_once(target: SocketAddr, plan: &Plan, body: Body, run: &str) -> Outcome {
+pub async fn load_once(target: SocketAddr, plan: Plan, body: Body, run: String) -> Outcome {
     let load = Load {
         connections: CONNECTIONS,
         warm_up: plan.warm_up,
         measure: plan.measure,
         pace: Pace::Closed,
     };
-    load::run(target, load, body.requests(run), None).await
+    load::run(target, load, body.requests(&run), None).await
 }
 
 /// The table of one body kind: each server's medians and ingest's ratios to each floor.
@@ -64,18 +78,21 @@ pub fn table(body: Body, runs: &[Run]) -> String {
     let _ = writeln!(out, "### {}\n", body.label());
     let _ = writeln!(
         out,
-        "| server | requests/s | p50 | p99 | p99.9 | not 2xx | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- |"
+        "| server | requests/s | p50 | p99 | p99.9 | not 2xx | CPU per request | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for (index, server) in Server::ALL.iter().enumerate() {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {} |",
+            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.0} us | {} |",
             server.label(),
             median_of(runs, |run| run[index].per_s),
             median_of(runs, |run| run[index].p50_ms),
             median_of(runs, |run| run[index].p99_ms),
             median_of(runs, |run| run[index].p999_ms),
             median_of(runs, |run| run[index].not_accepted as f64),
+            median_of(runs, |run| run[index]
+                .cpu_us_per_request
+                .unwrap_or(f64::NAN)),
             peak_mib(runs, |run| run[index].peak_rss),
         );
     }

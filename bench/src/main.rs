@@ -31,6 +31,7 @@ use crate::requests::Body;
 use crate::stack::Stack;
 
 /// How long and how often to measure.
+#[derive(Clone, Copy, Debug)]
 pub struct Plan {
     pub runs: usize,
     pub warm_up: Duration,
@@ -67,8 +68,8 @@ async fn main() -> anyhow::Result<()> {
                 Body::Transcript
             };
             let plan = Plan::from_env()?;
-            let outcome = ingest::load_once(addr.parse()?, &plan, body, "by-hand").await;
-            println!("{:?}", report::Figures::new(&outcome, None));
+            let outcome = ingest::load_once(addr.parse()?, plan, body, "by-hand".into()).await;
+            println!("{:?}", report::Figures::new(&outcome, None, None));
             Ok(())
         }
         ["run", which @ ..] => {

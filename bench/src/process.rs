@@ -88,6 +88,18 @@ impl Service {
         Some(kib * 1024)
     }
 
+    /// CPU time the process has used so far, user and system, in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        // Fields after the command name (which may hold spaces) start at the state, field 3;
+        // utime and stime are fields 14 and 15, in ticks of USER_HZ (100 on Linux).
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(ticks as f64 / 100.0)
+    }
+
     /// Stops the process with SIGTERM (a graceful stop), or kills it after 10 s.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {

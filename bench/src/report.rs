@@ -13,10 +13,12 @@ pub struct Figures {
     /// Answers other than 2xx plus requests that got no answer.
     pub not_accepted: u64,
     pub peak_rss: Option<u64>,
+    /// CPU time the server used per accepted request over the measuring window.
+    pub cpu_us_per_request: Option<f64>,
 }
 
 impl Figures {
-    pub fn new(outcome: &Outcome, peak_rss: Option<u64>) -> Self {
+    pub fn new(outcome: &Outcome, peak_rss: Option<u64>, cpu_seconds: Option<f64>) -> Self {
         Figures {
             per_s: outcome.accepted_per_s(),
             p50_ms: outcome.latency_ms(0.5),
@@ -24,6 +26,7 @@ impl Figures {
             p999_ms: outcome.latency_ms(0.999),
             not_accepted: outcome.refused_total() + outcome.failed,
             peak_rss,
+            cpu_us_per_request: cpu_seconds.map(|cpu| cpu * 1e6 / outcome.accepted.max(1) as f64),
         }
     }
 }
