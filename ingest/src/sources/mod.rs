@@ -183,11 +183,21 @@ impl Inbound {
         payload: &impl serde::Serialize,
     ) -> Self {
         let json = serde_json::to_vec(payload).expect("payload types always serialize");
+        Self::json_as_sent(kind, uid, provider_id, Bytes::from(json))
+    }
+
+    /// A JSON event whose body, as sent, already is its canonical JSON.
+    pub fn json_as_sent(
+        kind: EventKind,
+        uid: String,
+        provider_id: Option<String>,
+        body: Bytes,
+    ) -> Self {
         Inbound {
             kind,
             uid,
             provider_id,
-            payload: Bytes::from(json),
+            payload: body,
             sample_rate: None,
         }
     }
@@ -241,8 +251,18 @@ pub async fn accept(
     if state.log_events {
         shared::telemetry::log_event(&envelope, "queued");
     }
-    let body = serde_json::json!({"status": "queued", "event_id": envelope.event_id});
+    let body = Queued {
+        status: "queued",
+        event_id: envelope.event_id,
+    };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// The 202 body: `{"status": "queued", "event_id": ...}`.
+#[derive(serde::Serialize)]
+struct Queued {
+    status: &'static str,
+    event_id: Uuid,
 }
 
 #[cfg(test)]

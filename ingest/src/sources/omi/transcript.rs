@@ -1,7 +1,7 @@
 //! Omi's transcript shapes: the real-time object, the bare array of Omi's docs, and the Thalamus
 //! batch (`POST /omi`), all read into one [`TranscriptBatch`].
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -22,8 +22,8 @@ pub async fn transcript(
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
-    let batch = parse_transcript(&raw, &caller.uid)?;
-    let inbound = Inbound::json(EventKind::OmiTranscript, caller.uid, None, &batch);
+    let parsed = parse_transcript(&raw, &caller.uid)?;
+    let inbound = parsed.into_inbound(caller.uid, &raw);
     accept(&state, &headers, &raw, inbound).await
 }
 
@@ -36,15 +36,36 @@ pub async fn thalamus(
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
     let query_uid = caller.query.get("uid");
-    let batch = parse_transcript(&raw, query_uid.unwrap_or(""))?;
-    let uid = query_uid.unwrap_or(&batch.session_id).to_owned();
+    let parsed = parse_transcript(&raw, query_uid.unwrap_or(""))?;
+    let uid = query_uid.unwrap_or(&parsed.batch.session_id).to_owned();
     if uid.is_empty() {
         return Err(IngestError::InvalidBody(
             "session_id: required when the query has no `uid`".into(),
         ));
     }
-    let inbound = Inbound::json(EventKind::OmiTranscript, uid, None, &batch);
+    let inbound = parsed.into_inbound(uid, &raw);
     accept(&state, &headers, &raw, inbound).await
+}
+
+/// A transcript body read into one [`TranscriptBatch`].
+pub struct ParsedTranscript {
+    pub batch: TranscriptBatch,
+    /// The body is the object form with its own non-empty `session_id`, so the worker reads the
+    /// body as sent into exactly `batch` (it ignores unknown top-level fields, as we do here).
+    pub body_reads_as_batch: bool,
+}
+
+impl ParsedTranscript {
+    /// The event to publish. The body travels as sent when it already reads as the batch:
+    /// serializing the batch again was a sixth of ingest's CPU per transcript. Other shapes
+    /// travel as the batch's canonical JSON.
+    fn into_inbound(self, uid: String, raw: &Bytes) -> Inbound {
+        if self.body_reads_as_batch {
+            Inbound::json_as_sent(EventKind::OmiTranscript, uid, None, raw.clone())
+        } else {
+            Inbound::json(EventKind::OmiTranscript, uid, None, &self.batch)
+        }
+    }
 }
 
 /// The object form Omi's code sends (and the Thalamus batch, which adds `log_timestamp`).
@@ -57,27 +78,32 @@ struct TranscriptObject {
 
 /// Reads any of Omi's transcript shapes: `{session_id, segments}`, the Thalamus batch, or a bare
 /// array of segments (as Omi's docs show). A missing session id is the uid, as Omi sets it.
-pub fn parse_transcript(body: &[u8], uid: &str) -> Result<TranscriptBatch, IngestError> {
+pub fn parse_transcript(body: &[u8], uid: &str) -> Result<ParsedTranscript, IngestError> {
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
-    let batch = if first == Some(&b'[') {
-        TranscriptBatch {
-            session_id: uid.to_owned(),
-            log_timestamp: None,
-            segments: parse_json(body).map_err(|error| prefix_error(error, "segments"))?,
+    let parsed = if first == Some(&b'[') {
+        let segments = parse_json(body).map_err(|error| prefix_error(error, "segments"))?;
+        ParsedTranscript {
+            batch: TranscriptBatch {
+                session_id: uid.to_owned(),
+                log_timestamp: None,
+                segments,
+            },
+            body_reads_as_batch: false,
         }
     } else {
         let object: TranscriptObject = parse_json(body)?;
-        TranscriptBatch {
-            session_id: object
-                .session_id
-                .filter(|id| !id.is_empty())
-                .unwrap_or_else(|| uid.to_owned()),
-            log_timestamp: object.log_timestamp,
-            segments: object.segments,
+        let session_id = object.session_id.filter(|id| !id.is_empty());
+        ParsedTranscript {
+            body_reads_as_batch: session_id.is_some(),
+            batch: TranscriptBatch {
+                session_id: session_id.unwrap_or_else(|| uid.to_owned()),
+                log_timestamp: object.log_timestamp,
+                segments: object.segments,
+            },
         }
     };
-    validate_segments(&batch.segments)?;
-    Ok(batch)
+    validate_segments(&parsed.batch.segments)?;
+    Ok(parsed)
 }
 
 fn prefix_error(error: IngestError, field: &str) -> IngestError {
@@ -129,19 +155,53 @@ mod tests {
     #[test]
     fn every_transcript_shape_parses_into_one_batch() {
         let object = parse_transcript(&fixture("omi/realtime_transcript.json"), "u1").unwrap();
-        assert_eq!(object.session_id, "u7ZkQ2fW9xLmN3pR");
-        assert_eq!(object.segments.len(), 2);
-        assert_eq!(object.segments[1].speaker.as_deref(), Some("SPEAKER_01"));
-        assert_eq!(object.segments[0].extra["stt_provider"], "deepgram");
+        assert_eq!(object.batch.session_id, "u7ZkQ2fW9xLmN3pR");
+        assert_eq!(object.batch.segments.len(), 2);
+        assert_eq!(
+            object.batch.segments[1].speaker.as_deref(),
+            Some("SPEAKER_01")
+        );
+        assert_eq!(object.batch.segments[0].extra["stt_provider"], "deepgram");
 
         let bare =
             parse_transcript(&fixture("omi/realtime_transcript_bare_array.json"), "u1").unwrap();
-        assert_eq!(bare.session_id, "u1");
-        assert_eq!(bare.segments[0].text, "Sounds good to me.");
+        assert_eq!(bare.batch.session_id, "u1");
+        assert_eq!(bare.batch.segments[0].text, "Sounds good to me.");
 
         let thalamus = parse_transcript(&fixture("omi/thalamus_batch.json"), "u1").unwrap();
-        assert_eq!(thalamus.session_id, "thalamus_session_123");
-        assert!(thalamus.log_timestamp.is_some());
+        assert_eq!(thalamus.batch.session_id, "thalamus_session_123");
+        assert!(thalamus.batch.log_timestamp.is_some());
+    }
+
+    /// A body published as sent must read, on the worker's side, as exactly the batch ingest
+    /// validated; any other body is published as the batch.
+    #[test]
+    fn a_body_travels_as_sent_only_when_it_reads_as_the_batch() {
+        let cases = [
+            (fixture("omi/realtime_transcript.json"), true),
+            (fixture("omi/thalamus_batch.json"), true),
+            (fixture("omi/realtime_transcript_bare_array.json"), false),
+            (br#"{"segments": []}"#.to_vec(), false),
+            (br#"{"session_id": "", "segments": []}"#.to_vec(), false),
+            (
+                br#"{"session_id": "s", "segments": [], "extra": 1}"#.to_vec(),
+                true,
+            ),
+        ];
+        for (body, as_sent) in cases {
+            let parsed = parse_transcript(&body, "u1").unwrap();
+            assert_eq!(
+                parsed.body_reads_as_batch,
+                as_sent,
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+            let inbound = parsed.into_inbound("u1".into(), &Bytes::from(body.clone()));
+            let published: TranscriptBatch = serde_json::from_slice(&inbound.payload).unwrap();
+            let expected = parse_transcript(&body, "u1").unwrap().batch;
+            assert_eq!(published, expected);
+            assert_eq!(inbound.payload == body, as_sent);
+        }
     }
 
     #[test]
