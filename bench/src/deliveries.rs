@@ -168,6 +168,9 @@ async fn drain_in(
     .bind(data)
     .execute(&pool)
     .await?;
+    sqlx::query("SELECT pg_notify('outbound', '')")
+        .execute(&pool)
+        .await?;
     let started = Instant::now();
     loop {
         let delivered: i64 = sqlx::query_scalar(

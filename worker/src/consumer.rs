@@ -122,6 +122,9 @@ async fn process(context: &Arc<WorkerContext>, delivery: Delivery) {
         match handlers::handle(&context.pool, &envelope).await {
             Ok(outcome) => {
                 record(context, &envelope, outcome, started);
+                if outcome == Outcome::Stored {
+                    context.outbound.wake.notify_one();
+                }
                 if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
                     tracing::warn!(%error, event_id = %envelope.event_id, "ack failed; the redelivery will be a duplicate");
                 }

@@ -23,6 +23,8 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
         if let Err(error) = sweep(&context).await {
             tracing::warn!(%error, "sweep failed; retrying next tick");
         }
+        // Levels, status changes and completed sessions may have been emitted.
+        context.outbound.wake.notify_one();
     }
 }
 

@@ -348,3 +348,34 @@ async fn a_rotated_secret_signs_with_the_old_and_the_new_secret() {
         2
     );
 }
+
+/// No trigger and no NOTIFY: the worker that commits an event wakes its own delivery loop, so
+/// the delivery goes out at once even with polling as good as off.
+#[tokio::test]
+async fn an_event_the_worker_commits_is_delivered_without_waiting_for_a_poll() {
+    let worker = TestWorker::start_with(|settings| {
+        settings.delivery.poll_interval = Duration::from_secs(3600);
+        settings.audio.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let mut receiver = Receiver::ok().await;
+    worker
+        .create_endpoint(json!({"url": receiver.url(), "event_types": ["transcript.segment"]}))
+        .await;
+    let transcript = shared::Envelope {
+        event_id: uuid::Uuid::now_v7(),
+        kind: shared::EventKind::OmiTranscript,
+        uid: "u1".into(),
+        dedup_key: "wake-test".into(),
+        received_at: chrono::Utc::now(),
+        sample_rate: None,
+        payload: br#"{"session_id": "u1", "segments": [{"text": "hi", "start": 0, "end": 1}]}"#
+            .to_vec()
+            .into(),
+    };
+    worker.broker.publish(&transcript).await;
+
+    let request = receiver.next().await;
+    assert_eq!(request.json()["type"], "transcript.segment");
+    assert_eq!(request.json()["data"]["segment"]["text"], "hi");
+}

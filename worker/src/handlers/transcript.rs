@@ -1,6 +1,6 @@
 //! Omi transcript batches: the session (get or create), its speakers (get or create) and the
 //! segments, each written with one statement however many segments the batch has; one
-//! `transcript.segment` event per stored segment.
+//! `transcript.segment` event per stored segment, all emitted with one statement too.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +10,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{HandlerError, payload};
-use crate::outbound::outbox::{EventType, emit};
+use crate::outbound::outbox::{EventType, emit_all};
 use serde_json::json;
 
 pub async fn store(
@@ -20,16 +20,26 @@ pub async fn store(
     let batch: TranscriptBatch = payload(envelope)?;
     let session_id = open_session(tx, &envelope.uid, &batch.session_id, envelope).await?;
     let speakers = upsert_speakers(tx, session_id, &batch.segments).await?;
-    let stored = insert_segments(tx, session_id, envelope, &batch, &speakers).await?;
-    for position in stored {
-        let data = json!({
-            "uid": envelope.uid,
-            "session_id": session_id,
-            "external_session_id": batch.session_id,
-            "segment": batch.segments[position as usize],
-        });
-        emit(tx, EventType::TranscriptSegment, Some(&envelope.uid), data).await?;
-    }
+    let mut stored = insert_segments(tx, session_id, envelope, &batch, &speakers).await?;
+    stored.sort_unstable();
+    let events = stored
+        .into_iter()
+        .map(|position| {
+            json!({
+                "uid": envelope.uid,
+                "session_id": session_id,
+                "external_session_id": batch.session_id,
+                "segment": batch.segments[position as usize],
+            })
+        })
+        .collect();
+    emit_all(
+        tx,
+        EventType::TranscriptSegment,
+        Some(&envelope.uid),
+        events,
+    )
+    .await?;
     Ok(())
 }
 

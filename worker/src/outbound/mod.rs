@@ -16,8 +16,10 @@
 //! timeout duplicates deliveries; in Postgres the outbox row, the deliveries and the schedule
 //! commit together, a retry is one `UPDATE`, a killed worker's claim simply expires, and the
 //! management API reads and requeues the same rows. The loop is prompt without busy polling:
-//! a trigger on `outbox` sends `NOTIFY outbound`, the loop sleeps exactly until the next due
-//! delivery, and `DELIVERY_POLL_MS` (default 1 s) bounds the sleep when a notification is lost.
+//! a worker wakes its own loop after committing events ([`Outbound::wake`]), other writers
+//! send `NOTIFY outbound` (not a trigger: a NOTIFY serializes commits, see migration 0006), the
+//! loop sleeps exactly until the next due delivery, and `DELIVERY_POLL_MS` (default 1 s) bounds
+//! the sleep when a wake-up is lost.
 
 pub mod deliver;
 pub mod dispatch;
@@ -33,7 +35,7 @@ pub mod send;
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::settings::DeliverySettings;
 
@@ -51,6 +53,8 @@ pub struct Outbound {
     /// the free ones.
     pub slots: Arc<Semaphore>,
     pub endpoint_concurrency: usize,
+    /// Wakes this worker's delivery loop: notified after this worker commits outbox events.
+    pub wake: Notify,
 }
 
 impl Outbound {
@@ -62,6 +66,7 @@ impl Outbound {
             isolation: Arc::new(isolation::Isolation::new(settings)),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             endpoint_concurrency: settings.endpoint_concurrency.max(1),
+            wake: Notify::new(),
         })
     }
 }

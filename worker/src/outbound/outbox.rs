@@ -87,13 +87,30 @@ pub async fn emit(
     uid: Option<&str>,
     data: serde_json::Value,
 ) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO outbox (id, event_type, uid, data) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(event_type.as_str())
-        .bind(uid)
-        .bind(data)
-        .execute(&mut **tx)
-        .await?;
-    Ok(id)
+    let ids = emit_all(tx, event_type, uid, vec![data]).await?;
+    Ok(ids[0])
+}
+
+/// Records events of one type and uid with one statement, in order; returns their ids.
+pub async fn emit_all(
+    tx: &mut Transaction<'_, Postgres>,
+    event_type: EventType,
+    uid: Option<&str>,
+    data: Vec<serde_json::Value>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = data.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, uid, data)
+         SELECT id, $2, $3, data FROM UNNEST($1::uuid[], $4::jsonb[]) AS emitted (id, data)",
+    )
+    .bind(&ids)
+    .bind(event_type.as_str())
+    .bind(uid)
+    .bind(data)
+    .execute(&mut **tx)
+    .await?;
+    Ok(ids)
 }

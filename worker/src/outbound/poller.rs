@@ -1,7 +1,7 @@
 //! The delivery loop each worker runs: fan out new outbox rows, claim due deliveries up to the
-//! free concurrency, start their attempts, then sleep until the next one is due, a new event is
-//! committed (LISTEN `outbound`, notified by a trigger on `outbox`), an attempt finishes, or
-//! `DELIVERY_POLL_MS` passes, whichever comes first.
+//! free concurrency, start their attempts, then sleep until the next one is due, this worker
+//! commits new events (`Outbound::wake`), another writer sends `NOTIFY outbound`, an attempt
+//! finishes, or `DELIVERY_POLL_MS` passes, whichever comes first.
 //!
 //! Several workers run this loop on one database at once: `FOR UPDATE SKIP LOCKED` hands each
 //! outbox row and each due delivery to one of them.
@@ -38,6 +38,7 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
         }
         let wait = next_wait(&context).await;
         tokio::select! {
+            _ = context.outbound.wake.notified() => {}
             _ = notified(&context, &mut listener) => {}
             _ = tokio::time::sleep(wait) => {}
             Some(_) = attempts.join_next() => {}

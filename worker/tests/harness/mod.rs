@@ -153,6 +153,11 @@ impl TestWorker {
             .await
             .expect("emit");
         tx.commit().await.expect("commit");
+        // A writer outside the worker wakes the delivery loops itself.
+        sqlx::query("SELECT pg_notify('outbound', '')")
+            .execute(&self.pool)
+            .await
+            .expect("notify");
         id
     }
 
