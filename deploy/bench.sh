@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # `make bench`: release-build benchmarks, printed and written to BENCHMARKS.md with the date and
-# machine. Each figure is stated beside a baseline measured in the same run.
-# So far: the audio level meter (criterion) against a plain byte sum over the same buffer.
+# machine. Each figure is stated beside a baseline measured in the same run:
+# - `bench run` (bench/): ingest against the HTTP and publish-only floors, end to end through one
+#   worker, and outbound deliveries, each the median of BENCH_RUNS runs (default 3);
+# - the audio level meter (criterion) against a plain byte sum over the same buffer.
+# About 8 minutes on 2 cores. BENCH_RUNS, BENCH_SECONDS and BENCH_E2E_SECONDS shorten a trial run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+cargo build --release --bins
+services=$(mktemp)
+./target/release/bench run | tee "$services"
 
 out=$(mktemp)
 cargo bench -p worker --bench audio_levels -- --warm-up-time 2 --measurement-time 5 | tee "$out"
@@ -20,14 +27,22 @@ meter=$(throughput meter_16k_100ms_windows)
 to_gib() { awk '{ v = $1; if ($2 == "MiB/s") v /= 1024; if ($2 == "KiB/s") v /= 1048576; printf "%.3f", v }'; }
 ratio() { awk -v a="$(echo "$1" | to_gib)" -v b="$(echo "$2" | to_gib)" 'BEGIN { printf "%.2f", a / b }'; }
 
-cat > BENCHMARKS.md <<MD
+{
+cat <<MD
 # Benchmarks
 
 Written by \`make bench\` on $(date -u +%Y-%m-%d) on $(uname -m), $(nproc) cores,
-$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo). Release build; figures are
-criterion's middle estimates, one core.
+$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), with
+$(rabbitmq-diagnostics -q server_version 2>/dev/null | sed 's/^/RabbitMQ /' || echo "RabbitMQ") and
+$(psql -h 127.0.0.1 -U postgres -Atc 'show server_version' 2>/dev/null | sed 's/^/PostgreSQL /' || echo PostgreSQL) on the same
+machine, over loopback. Release builds. The load generator, the servers, RabbitMQ and PostgreSQL
+share the two cores, so absolute figures move from run to run; the ratios, taken within a run,
+move much less. How to read them, and what bounds each figure: README, "Performance".
 
-## Audio levels (PCM16 LE, 8 MiB buffer)
+MD
+cat "$services"
+cat <<MD
+## Audio levels (PCM16 LE, 8 MiB buffer, criterion, one core)
 
 | benchmark | throughput | ratio to the byte-sum baseline |
 | --- | --- | --- |
@@ -36,11 +51,7 @@ criterion's middle estimates, one core.
 | \`Meter::feed\`, 16 kHz, 100 ms windows, 1 s chunks | $meter | $(ratio "$meter" "$baseline") |
 
 Target: at least 1 GB/s per core for the meter.
-
-## Not measured yet
-
-Ingest throughput and latency against the HTTP and ingest floors, end to end, deliveries, and
-peak RSS (issue 6) are still to be written.
 MD
-rm -f "$out"
+} > BENCHMARKS.md
+rm -f "$out" "$services"
 cat BENCHMARKS.md

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
+};
 use lapin::types::FieldTable;
 use shared::broker::{self, Topology};
 use shared::config::BrokerSettings;
@@ -146,6 +148,21 @@ impl Stack {
             .await?;
         let _ = connection.close(200, "done".into()).await;
         Ok(queue.message_count())
+    }
+
+    /// Drops every message waiting in the run's events queue.
+    pub async fn purge(&self, isolation: &Isolation) -> anyhow::Result<()> {
+        let topology = Topology::new(&isolation.broker(&self.amqp_url));
+        let connection = broker::connect(&self.amqp_url, "bench").await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .queue_purge(
+                topology.events_queue.as_str().into(),
+                QueuePurgeOptions::default(),
+            )
+            .await?;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(())
     }
 
     /// Deletes the run's queues, exchanges and database, whatever of them exists.
