@@ -202,22 +202,21 @@ pub fn table(runs: &[Run]) -> String {
         out,
         "| case | deliveries/s | floor: load generator, same receivers and in-flight cap | ratio to floor | worker peak RSS |\n| --- | --- | --- | --- | --- |"
     );
-    let _ = writeln!(
-        out,
-        "| one endpoint | {:.0} | {:.0} requests/s | {:.2} | {} |",
-        median_of(runs, |run| run.one),
-        median_of(runs, |run| run.floor_one),
-        median_ratio(runs, |run| run.one, |run| run.floor_one),
-        peak_mib(runs, |run| run.worker_rss[0]),
-    );
-    let _ = writeln!(
-        out,
-        "| ten endpoints | {:.0} | {:.0} requests/s | {:.2} | {} |",
-        median_of(runs, |run| run.ten),
-        median_of(runs, |run| run.floor_ten),
-        median_ratio(runs, |run| run.ten, |run| run.floor_ten),
-        peak_mib(runs, |run| run.worker_rss[1]),
-    );
+    type Figure = fn(&Run) -> f64;
+    let with_floor: [(&str, Figure, Figure, usize); 2] = [
+        ("one endpoint", |run| run.one, |run| run.floor_one, 0),
+        ("ten endpoints", |run| run.ten, |run| run.floor_ten, 1),
+    ];
+    for (case, rate, floor, index) in with_floor {
+        let _ = writeln!(
+            out,
+            "| {case} | {:.0} | {:.0} requests/s | {:.2} | {} |",
+            median_of(runs, rate),
+            median_of(runs, floor),
+            median_ratio(runs, rate, floor),
+            peak_mib(runs, |run| run.worker_rss[index]),
+        );
+    }
     let _ = writeln!(
         out,
         "| ten endpoints, one never answering (its nine healthy ones) | {:.0} | | | {} |",

@@ -3,9 +3,7 @@
 
 use std::path::PathBuf;
 
-use lapin::options::{
-    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
-};
+use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 use shared::broker::{self, Topology};
 use shared::config::BrokerSettings;
@@ -132,55 +130,55 @@ impl Stack {
 
     /// Messages waiting in the run's events queue.
     pub async fn queue_depth(&self, isolation: &Isolation) -> anyhow::Result<u32> {
-        let topology = Topology::new(&isolation.broker(&self.amqp_url));
-        let connection = broker::connect(&self.amqp_url, "bench").await?;
-        let channel = connection.create_channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        let queue = channel
-            .queue_declare(
-                topology.events_queue.as_str().into(),
-                passive,
-                FieldTable::default(),
-            )
-            .await?;
-        let _ = connection.close(200, "done".into()).await;
-        Ok(queue.message_count())
+        self.on_channel(isolation, |channel, topology| async move {
+            let queue = channel
+                .queue_declare(
+                    topology.events_queue.as_str().into(),
+                    passive,
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok(queue.message_count())
+        })
+        .await
     }
 
     /// Drops every message waiting in the run's events queue.
     pub async fn purge(&self, isolation: &Isolation) -> anyhow::Result<()> {
+        self.on_channel(isolation, |channel, topology| async move {
+            let queue = topology.events_queue.as_str().into();
+            channel
+                .queue_purge(queue, QueuePurgeOptions::default())
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `work` on a channel of a connection of its own, with the run's topology.
+    async fn on_channel<T, F, Fut>(&self, isolation: &Isolation, work: F) -> anyhow::Result<T>
+    where
+        F: FnOnce(lapin::Channel, Topology) -> Fut,
+        Fut: Future<Output = anyhow::Result<T>>,
+    {
         let topology = Topology::new(&isolation.broker(&self.amqp_url));
         let connection = broker::connect(&self.amqp_url, "bench").await?;
-        let channel = connection.create_channel().await?;
-        channel
-            .queue_purge(
-                topology.events_queue.as_str().into(),
-                QueuePurgeOptions::default(),
-            )
-            .await?;
+        let result = work(connection.create_channel().await?, topology).await;
         let _ = connection.close(200, "done".into()).await;
-        Ok(())
+        result
     }
 
     /// Deletes the run's queues, exchanges and database, whatever of them exists.
     pub async fn remove(&self, isolation: &Isolation) -> anyhow::Result<()> {
-        let topology = Topology::new(&isolation.broker(&self.amqp_url));
-        let connection = broker::connect(&self.amqp_url, "bench").await?;
-        let channel = connection.create_channel().await?;
-        for queue in [&topology.events_queue, &topology.dead_queue] {
-            let _ = channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [&topology.events_exchange, &topology.dead_exchange] {
-            let _ = channel
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-        let _ = connection.close(200, "done".into()).await;
+        self.on_channel(isolation, |channel, topology| async move {
+            topology.delete(&channel).await;
+            Ok(())
+        })
+        .await?;
         let mut admin =
             sqlx::PgConnection::connect(&format!("{}/postgres", self.postgres_url)).await?;
         sqlx::query(&format!(

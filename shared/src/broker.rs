@@ -6,7 +6,10 @@
 //! `<prefix>.dead` exchange to the quorum queue `<prefix>.dead`, where the worker records it as
 //! a dead letter. Declaring is idempotent, so every process declares everything it uses.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::options::{
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 
@@ -72,6 +75,20 @@ impl Topology {
             EVENTS_ROUTING_KEY,
         )
         .await
+    }
+
+    /// Deletes the queues and exchanges, whatever of them exists (tests and benchmarks).
+    pub async fn delete(&self, channel: &Channel) {
+        for queue in [&self.events_queue, &self.dead_queue] {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for exchange in [&self.events_exchange, &self.dead_exchange] {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
     }
 
     fn events_queue_arguments(&self) -> FieldTable {

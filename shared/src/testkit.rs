@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -205,16 +204,7 @@ impl Drop for TestBroker {
             let Ok(channel) = connection.create_channel().await else {
                 return;
             };
-            for queue in [&topology.events_queue, &topology.dead_queue] {
-                let _ = channel
-                    .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-            for exchange in [&topology.events_exchange, &topology.dead_exchange] {
-                let _ = channel
-                    .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                    .await;
-            }
+            topology.delete(&channel).await;
             let _ = connection.close(200, "cleanup".into()).await;
         });
     }
