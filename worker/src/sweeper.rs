@@ -20,18 +20,21 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
             _ = every.tick() => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        if let Err(error) = sweep(&context).await {
-            tracing::warn!(%error, "sweep failed; retrying next tick");
+        match sweep(&context).await {
+            // Levels, status changes or completed sessions may have been emitted.
+            Ok(units) if units > 0 => context.outbound.wake.notify_one(),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "sweep failed; retrying next tick"),
         }
-        // Levels, status changes and completed sessions may have been emitted.
-        context.outbound.wake.notify_one();
     }
 }
 
-async fn sweep(context: &WorkerContext) -> Result<(), sqlx::Error> {
+/// One pass; returns how many units of work it did (streams folded or stopped, sessions
+/// completed).
+async fn sweep(context: &WorkerContext) -> Result<usize, sqlx::Error> {
     let settings = &context.settings.audio;
-    stream::fold_due(&context.pool, settings).await?;
-    stream::stop_idle(&context.pool, settings).await?;
-    sessions::complete_idle(&context.pool, context.settings.session_idle).await?;
-    Ok(())
+    let folded = stream::fold_due(&context.pool, settings).await?;
+    let stopped = stream::stop_idle(&context.pool, settings).await?;
+    let completed = sessions::complete_idle(&context.pool, context.settings.session_idle).await?;
+    Ok(folded + stopped + completed)
 }
