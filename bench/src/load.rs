@@ -126,14 +126,7 @@ pub async fn run(
         outcome.failed += seen.failed;
         outcome.latencies_us.extend(seen.latencies_us);
         for (status, count) in seen.refused {
-            match outcome
-                .refused
-                .iter_mut()
-                .find(|(known, _)| *known == status)
-            {
-                Some((_, total)) => *total += count,
-                None => outcome.refused.push((status, count)),
-            }
+            add_refused(&mut outcome.refused, status, count);
         }
     }
     outcome.latencies_us.sort_unstable();
@@ -204,10 +197,7 @@ impl Connection {
                     }
                 }
                 Ok(status) if in_window => {
-                    match seen.refused.iter_mut().find(|(known, _)| *known == status) {
-                        Some((_, count)) => *count += 1,
-                        None => seen.refused.push((status, 1)),
-                    }
+                    add_refused(&mut seen.refused, status, 1);
                 }
                 Ok(_) => {}
                 Err(_) => {
@@ -221,6 +211,14 @@ impl Connection {
             }
         }
         seen
+    }
+}
+
+/// Adds `count` answers of `status` to a tally by status.
+fn add_refused(refused: &mut Vec<(StatusCode, u64)>, status: StatusCode, count: u64) {
+    match refused.iter_mut().find(|(known, _)| *known == status) {
+        Some((_, total)) => *total += count,
+        None => refused.push((status, count)),
     }
 }
 
