@@ -16,9 +16,11 @@ pub struct WorkerSettings {
     pub database_max_connections: u32,
     pub broker: BrokerSettings,
     pub logs: LogSettings,
-    /// `WORKER_PREFETCH` (default 64): unacknowledged messages one worker holds, and processes
-    /// concurrently.
+    /// `WORKER_PREFETCH` (default 64): unacknowledged messages one worker holds.
     pub prefetch: u16,
+    /// `WORKER_BATCH` (default 16): the most waiting messages stored in one transaction;
+    /// `WORKER_PREFETCH / WORKER_BATCH` batches are stored concurrently.
+    pub batch: usize,
     /// `ADMIN_TOKEN`: bearer token of the management API.
     pub admin_token: Option<String>,
     pub audio: AudioSettings,
@@ -57,6 +59,7 @@ impl WorkerSettings {
             broker: BrokerSettings::from_env(env)?,
             logs: LogSettings::from_env(env)?,
             prefetch: env.parse("WORKER_PREFETCH", 64)?,
+            batch: env.parse("WORKER_BATCH", 16)?,
             admin_token: env.optional("ADMIN_TOKEN"),
             session_idle: env.millis("SESSION_IDLE_MS", 120_000)?,
             audio: AudioSettings {

@@ -3,21 +3,13 @@
 
 mod harness;
 
-use bytes::Bytes;
-use harness::TestPipeline;
-use shared::testkit::eventually;
+use harness::{TestPipeline, envelope, one_batch_at_a_time};
+use shared::testkit::{eventually, fixture};
 use shared::{Envelope, EventKind};
 
 fn poison() -> Envelope {
-    Envelope {
-        event_id: uuid::Uuid::now_v7(),
-        kind: EventKind::OmiTranscript,
-        uid: "u1".into(),
-        dedup_key: "poison".into(),
-        received_at: chrono::Utc::now(),
-        sample_rate: None,
-        payload: Bytes::from_static(b"{\"this is\": \"not a transcript batch\"}"),
-    }
+    let payload: &[u8] = b"{\"this is\": \"not a transcript batch\"}";
+    envelope(EventKind::OmiTranscript, "u1", "poison", payload)
 }
 
 async fn dead_letters(pipeline: &TestPipeline, expected: usize) -> Vec<serde_json::Value> {
@@ -72,4 +64,32 @@ async fn a_poison_message_is_dead_lettered_with_its_error_and_can_be_redriven() 
         .admin_post(&format!("/v1/dead-letters/{id}/redrive"))
         .await;
     assert_eq!(again.status(), 404, "a dead letter is redriven once");
+}
+
+/// The poison event sits in the middle of a backlog the worker takes as one batch: the batch
+/// is taken apart, the good events are stored and only the poison one comes back.
+#[tokio::test]
+async fn a_poison_message_in_a_batch_does_not_hold_back_the_others() {
+    let mut pipeline = TestPipeline::start_tuned(0, one_batch_at_a_time).await;
+    let good = |n: usize| {
+        let key = format!("good-{n}");
+        envelope(
+            EventKind::OmiTranscript,
+            "u1",
+            &key,
+            fixture("omi/thalamus_batch.json"),
+        )
+    };
+    let poison = poison();
+    pipeline
+        .broker
+        .publish_all(&[good(1), good(2), poison.clone(), good(3), good(4)])
+        .await;
+    pipeline.add_worker().await;
+
+    let letters = dead_letters(&pipeline, 1).await;
+    assert_eq!(letters[0]["event_id"], poison.event_id.to_string());
+    pipeline
+        .wait_for_count("SELECT count(*) FROM inbound_events", 4)
+        .await;
 }

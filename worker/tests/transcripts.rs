@@ -3,8 +3,10 @@
 
 mod harness;
 
-use harness::TestPipeline;
+use harness::{TestPipeline, envelope, one_batch_at_a_time};
+use serde_json::json;
 use shared::testkit::{ProxyMode, TcpProxy, eventually, fixture};
+use shared::{Envelope, EventKind};
 
 const EVENTS: &str = "SELECT count(*) FROM inbound_events";
 const SEGMENTS: &str = "SELECT count(*) FROM transcript_segments";
@@ -148,6 +150,76 @@ async fn two_workers_racing_on_duplicates_store_each_event_once() {
     assert_eq!(pipeline.count(SEGMENTS).await, 2);
     let emitted = pipeline.outbox_data("transcript.segment").await;
     assert_eq!(emitted.len(), 2, "each stored segment is emitted once");
+}
+
+/// Batch `n` of a backlog: user `n % 3`'s session, two segments, the second by a speaker that
+/// alternates between two labels; the user speaks first in even batches.
+fn backlog_batch(n: usize, first_segment_id: &str) -> Envelope {
+    let payload = json!({
+        "session_id": format!("session-{}", n % 3),
+        "segments": [
+            {"id": first_segment_id, "text": "first", "speaker": "SPEAKER_00", "speaker_id": 0,
+             "is_user": n.is_multiple_of(2), "start": n as f64, "end": n as f64 + 0.5},
+            {"id": format!("seg-{n}-b"), "text": "second", "speaker": format!("SPEAKER_0{}", 1 + n % 2),
+             "start": n as f64 + 0.5, "end": n as f64 + 1.0},
+        ],
+    });
+    let uid = format!("user-{}", n % 3);
+    envelope(
+        EventKind::OmiTranscript,
+        &uid,
+        &format!("batch-{n}"),
+        payload.to_string(),
+    )
+}
+
+/// A backlog is stored in shared transactions, and the rows are the ones storing each event
+/// alone gives: a sender's retry and a segment id sent twice are stored once.
+#[tokio::test]
+async fn a_backlog_stored_in_batches_keeps_every_rule_of_one_by_one() {
+    let mut pipeline = TestPipeline::start_tuned(0, one_batch_at_a_time).await;
+    let mut backlog: Vec<Envelope> = (0..12)
+        .map(|n| backlog_batch(n, &format!("seg-{n}-a")))
+        .collect();
+    // The sender retries batch 3 (same dedup key, new event), and batch 13 repeats batch 4's
+    // first segment in the same session.
+    backlog.push(Envelope {
+        event_id: uuid::Uuid::now_v7(),
+        ..backlog[3].clone()
+    });
+    backlog.push(backlog_batch(13, "seg-4-a"));
+    pipeline.broker.publish_all(&backlog).await;
+    pipeline.add_worker().await;
+
+    pipeline.wait_for_count(EVENTS, 13).await;
+    eventually(15, "the queue to drain", || async {
+        (pipeline.broker.events_ready().await == 0).then_some(())
+    })
+    .await;
+    for worker in std::mem::take(&mut pipeline.workers) {
+        worker.stop().await;
+    }
+    assert!(
+        pipeline
+            .count("SELECT count(DISTINCT stored_at) FROM inbound_events")
+            .await
+            < 13,
+        "events shared a transaction"
+    );
+    assert_eq!(pipeline.count(EVENTS).await, 13);
+    assert_eq!(pipeline.count(SESSIONS).await, 3);
+    assert_eq!(pipeline.count(SEGMENTS).await, 25);
+    assert_eq!(pipeline.outbox_data("transcript.segment").await.len(), 25);
+    let speakers = "SELECT count(*) FROM transcript_speakers";
+    assert_eq!(pipeline.count(speakers).await, 9);
+    let users = "SELECT count(*) FROM transcript_speakers WHERE is_user";
+    assert_eq!(pipeline.count(users).await, 3, "SPEAKER_00 of each session");
+    let misfiled = "SELECT count(*) FROM transcript_segments sg
+         JOIN transcript_sessions se ON se.id = sg.session_id
+         JOIN inbound_events ev ON ev.event_id = sg.event_id
+         JOIN transcript_speakers sp ON sp.id = sg.speaker_id
+         WHERE se.uid <> ev.uid OR sp.session_id <> se.id";
+    assert_eq!(pipeline.count(misfiled).await, 0);
 }
 
 /// The worker is killed (SIGKILL) after it took the message and began its transaction, before

@@ -1,8 +1,10 @@
 //! One handler per event kind, and the transaction they all run in.
 //!
-//! [`handle`] opens a transaction, claims the event's dedup key in `inbound_events` (the unique
-//! constraint decides, so two workers racing on one event cannot both store it), runs the
-//! kind's handler and commits. The consumer acknowledges the message only after this returns.
+//! [`handle_all`] stores the events the consumer took off the queue together in one
+//! transaction: it claims their dedup keys in `inbound_events` with one statement (the unique
+//! constraint decides, so two workers racing on one event cannot both store it), runs each
+//! claimed event's handler (transcript batches all at once, with one statement per table) and
+//! commits once. The consumer acknowledges the messages only after this returns.
 
 mod audio;
 mod omi;
@@ -10,8 +12,11 @@ mod reflector;
 mod sleep;
 mod transcript;
 
+use std::collections::HashSet;
+
 use shared::{Envelope, EventKind};
 use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 use crate::outbound::outbox::{EventType, emit};
 
@@ -62,46 +67,69 @@ fn is_transient_database_code(error: &sqlx::Error) -> bool {
     )
 }
 
-/// Stores one event exactly once.
-pub async fn handle(pool: &PgPool, envelope: &Envelope) -> Result<Outcome, HandlerError> {
+/// Stores each event exactly once, all in one transaction; the outcomes are in `envelopes`'
+/// order. Any error undoes the whole transaction, so the caller can retry the events or take
+/// them one at a time.
+pub async fn handle_all(
+    pool: &PgPool,
+    envelopes: &[Envelope],
+) -> Result<Vec<Outcome>, HandlerError> {
     let mut tx = pool.begin().await?;
-    if !claim(&mut tx, envelope).await? {
-        tx.rollback().await?;
-        return Ok(Outcome::Duplicate);
+    let claimed = claim(&mut tx, envelopes).await?;
+    let mut transcripts = Vec::new();
+    for envelope in envelopes.iter().filter(|e| claimed.contains(&e.event_id)) {
+        match envelope.kind {
+            EventKind::OmiTranscript => transcripts.push(envelope),
+            EventKind::OmiAudio => audio::store(&mut tx, envelope).await?,
+            EventKind::OmiConversation => omi::conversation(&mut tx, envelope).await?,
+            EventKind::OmiMemoryEvent => omi::memory_event(&mut tx, envelope).await?,
+            EventKind::OmiDaySummary => omi::day_summary(&mut tx, envelope).await?,
+            EventKind::AsleepInference => sleep::inference(&mut tx, envelope).await?,
+            EventKind::AsleepSessionComplete => sleep::session_complete(&mut tx, envelope).await?,
+            EventKind::ReflectorTranscript => reflector::transcript(&mut tx, envelope).await?,
+        }
     }
-    match envelope.kind {
-        EventKind::OmiTranscript => transcript::store(&mut tx, envelope).await?,
-        EventKind::OmiAudio => audio::store(&mut tx, envelope).await?,
-        EventKind::OmiConversation => omi::conversation(&mut tx, envelope).await?,
-        EventKind::OmiMemoryEvent => omi::memory_event(&mut tx, envelope).await?,
-        EventKind::OmiDaySummary => omi::day_summary(&mut tx, envelope).await?,
-        EventKind::AsleepInference => sleep::inference(&mut tx, envelope).await?,
-        EventKind::AsleepSessionComplete => sleep::session_complete(&mut tx, envelope).await?,
-        EventKind::ReflectorTranscript => reflector::transcript(&mut tx, envelope).await?,
-    }
+    transcript::store_all(&mut tx, &transcripts).await?;
     tx.commit().await?;
-    Ok(Outcome::Stored)
+    Ok(envelopes
+        .iter()
+        .map(|envelope| match claimed.contains(&envelope.event_id) {
+            true => Outcome::Stored,
+            false => Outcome::Duplicate,
+        })
+        .collect())
 }
 
-/// Inserts the event's row; false when its event id or dedup key is already there.
+/// Inserts the events' rows with one statement and returns the ids of those it inserted: an
+/// event whose id or dedup key is already stored (or comes earlier in `envelopes`) is left out.
+/// Rows go in dedup-key order, so concurrent transactions take the keys' locks in one order.
 async fn claim(
     tx: &mut Transaction<'_, Postgres>,
-    envelope: &Envelope,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    envelopes: &[Envelope],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut order: Vec<&Envelope> = envelopes.iter().collect();
+    order.sort_by_key(|e| (e.source().as_str(), e.dedup_key.as_str()));
+    let ids: Vec<Uuid> = order.iter().map(|e| e.event_id).collect();
+    let sources: Vec<&str> = order.iter().map(|e| e.source().as_str()).collect();
+    let kinds: Vec<&str> = order.iter().map(|e| e.kind.as_str()).collect();
+    let uids: Vec<&str> = order.iter().map(|e| e.uid.as_str()).collect();
+    let dedup_keys: Vec<&str> = order.iter().map(|e| e.dedup_key.as_str()).collect();
+    let received: Vec<_> = order.iter().map(|e| e.received_at).collect();
+    let claimed: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO inbound_events (event_id, source, kind, uid, dedup_key, received_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT DO NOTHING",
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+         ON CONFLICT DO NOTHING
+         RETURNING event_id",
     )
-    .bind(envelope.event_id)
-    .bind(envelope.source().as_str())
-    .bind(envelope.kind.as_str())
-    .bind(&envelope.uid)
-    .bind(&envelope.dedup_key)
-    .bind(envelope.received_at)
-    .execute(&mut **tx)
+    .bind(&ids)
+    .bind(&sources)
+    .bind(&kinds)
+    .bind(&uids)
+    .bind(&dedup_keys)
+    .bind(&received)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(claimed.into_iter().collect())
 }
 
 /// Emits `event_type` for the envelope's uid, with the uid added to `data`, only when the

@@ -87,28 +87,29 @@ pub async fn emit(
     uid: Option<&str>,
     data: serde_json::Value,
 ) -> Result<Uuid, sqlx::Error> {
-    let ids = emit_all(tx, event_type, uid, vec![data]).await?;
+    let ids = emit_all(tx, event_type, vec![(uid, data)]).await?;
     Ok(ids[0])
 }
 
-/// Records events of one type and uid with one statement, in order; returns their ids.
+/// Records events of one type, each with its uid and data, with one statement and in order
+/// (their ids, which the delivery order follows, grow); returns their ids.
 pub async fn emit_all(
     tx: &mut Transaction<'_, Postgres>,
     event_type: EventType,
-    uid: Option<&str>,
-    data: Vec<serde_json::Value>,
+    events: Vec<(Option<&str>, serde_json::Value)>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    if data.is_empty() {
+    if events.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = data.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
+    let (uids, data): (Vec<Option<&str>>, Vec<serde_json::Value>) = events.into_iter().unzip();
     sqlx::query(
         "INSERT INTO outbox (id, event_type, uid, data)
-         SELECT id, $2, $3, data FROM UNNEST($1::uuid[], $4::jsonb[]) AS emitted (id, data)",
+         SELECT id, $2, uid, data FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[]) AS emitted (id, uid, data)",
     )
     .bind(&ids)
     .bind(event_type.as_str())
-    .bind(uid)
+    .bind(&uids)
     .bind(data)
     .execute(&mut **tx)
     .await?;

@@ -361,6 +361,30 @@ pub struct TestPipeline {
     tune: fn(&mut WorkerSettings),
 }
 
+/// An event as ingest would publish it, stamped now with a fresh event id.
+pub fn envelope(
+    kind: shared::EventKind,
+    uid: &str,
+    dedup_key: &str,
+    payload: impl Into<Bytes>,
+) -> shared::Envelope {
+    shared::Envelope {
+        event_id: Uuid::now_v7(),
+        kind,
+        uid: uid.into(),
+        dedup_key: dedup_key.into(),
+        received_at: chrono::Utc::now(),
+        sample_rate: None,
+        payload: payload.into(),
+    }
+}
+
+/// Worker settings that store a backlog in batches, one batch at a time.
+pub fn one_batch_at_a_time(settings: &mut WorkerSettings) {
+    settings.prefetch = 16;
+    settings.batch = 16;
+}
+
 impl TestPipeline {
     /// Ingest and one worker on a fresh database and queue prefix, both ready.
     pub async fn start() -> Self {
