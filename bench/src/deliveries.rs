@@ -20,6 +20,7 @@ use crate::floors::Receiver;
 use crate::load::{self, Load, Pace, Request};
 use crate::report::{median_of, median_ratio, peak_mib};
 use crate::stack::{ADMIN_TOKEN, Isolation, Stack};
+use worker::outbound::outbox::{self, EventType};
 
 /// Deliveries in each case's backlog (events times endpoints).
 const DELIVERIES: usize = 6_000;
@@ -161,13 +162,18 @@ async fn drain_in(
     let events = (DELIVERIES / case.endpoints()) as i64;
     let expected = events * healthy.len() as i64;
     let data: Vec<serde_json::Value> = (0..events as u64).map(event_data).collect();
-    sqlx::query(
-        "INSERT INTO outbox (id, event_type, uid, data)
-         SELECT uuid_v7(), 'audio.level', data->>'uid', data FROM unnest($1::jsonb[]) AS data",
-    )
-    .bind(data)
-    .execute(&pool)
-    .await?;
+    let uids: Vec<String> = data
+        .iter()
+        .map(|d| d["uid"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let mut tx = pool.begin().await?;
+    let emitted = uids
+        .iter()
+        .map(|uid| Some(uid.as_str()))
+        .zip(data)
+        .collect();
+    outbox::emit_all(&mut tx, EventType::AudioLevel, emitted).await?;
+    tx.commit().await?;
     sqlx::query("SELECT pg_notify('outbound', '')")
         .execute(&pool)
         .await?;

@@ -9,15 +9,19 @@ use worker::outbound::deliver::{self, LEASE_MARGIN_MS};
 use worker::outbound::dispatch;
 use worker::outbound::outbox::EventType;
 
-/// A stopped worker's database holding one due delivery.
+/// A stopped worker's database holding one due delivery, committed with its event: no fan-out
+/// pass runs.
 async fn one_due_delivery() -> TestWorker {
     let mut worker = TestWorker::start().await;
     let body = json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]});
     worker.create_endpoint(body).await;
     worker.stop().await;
     worker.emit(EventType::AudioLevel, json!({})).await;
-    let fanned = dispatch::fan_out(&worker.pool).await.unwrap();
-    assert_eq!((fanned.events, fanned.deliveries), (1, 1));
+    let deliveries: i64 = sqlx::query_scalar("SELECT count(*) FROM deliveries")
+        .fetch_one(&worker.pool)
+        .await
+        .unwrap();
+    assert_eq!(deliveries, 1);
     worker
 }
 
@@ -64,6 +68,33 @@ async fn a_dead_claimers_delivery_is_claimed_again_when_its_lease_runs_out() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].id, first[0].id);
     assert_eq!(again[0].attempts, 0, "the lost attempt was never recorded");
+}
+
+/// An outbox row written without its deliveries (as an older worker did) is fanned out once.
+#[tokio::test]
+async fn a_row_written_without_deliveries_is_fanned_out_once() {
+    let mut worker = TestWorker::start().await;
+    worker
+        .create_endpoint(json!({"url": "http://127.0.0.1:9/hook", "event_types": ["*"]}))
+        .await;
+    worker
+        .create_endpoint(json!({"url": "http://127.0.0.1:9/other", "event_types": ["test"]}))
+        .await;
+    worker.stop().await;
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, data) VALUES (uuid_v7(), 'audio.level', '{}')",
+    )
+    .execute(&worker.pool)
+    .await
+    .unwrap();
+    let fanned = dispatch::fan_out(&worker.pool).await.unwrap();
+    assert_eq!(
+        (fanned.events, fanned.deliveries),
+        (1, 1),
+        "to the subscribed endpoint"
+    );
+    let again = dispatch::fan_out(&worker.pool).await.unwrap();
+    assert_eq!((again.events, again.deliveries), (0, 0));
 }
 
 #[tokio::test]

@@ -379,3 +379,21 @@ async fn an_event_the_worker_commits_is_delivered_without_waiting_for_a_poll() {
     assert_eq!(request.json()["type"], "transcript.segment");
     assert_eq!(request.json()["data"]["segment"]["text"], "hi");
 }
+
+/// An outbox row written without its deliveries (as an older worker did during an upgrade) is
+/// fanned out by the sweep and delivered.
+#[tokio::test]
+async fn a_row_written_without_deliveries_is_delivered_by_the_sweep() {
+    let worker = TestWorker::start().await;
+    let mut receiver = Receiver::ok().await;
+    worker.endpoint_for(&receiver).await;
+    sqlx::query(
+        "INSERT INTO outbox (id, event_type, data) VALUES (uuid_v7(), 'audio.level', '{}')",
+    )
+    .execute(&worker.pool)
+    .await
+    .unwrap();
+
+    let request = receiver.next().await;
+    assert_eq!(request.header("x-webhook-event"), "audio.level");
+}

@@ -1,5 +1,7 @@
-//! Fan-out: turns outbox rows into deliveries, one per enabled endpoint subscribed to the
-//! event's type.
+//! Catch-up fan-out: turns outbox rows written without their deliveries (by an older worker
+//! during a rolling upgrade, or by hand) into deliveries, one per enabled endpoint subscribed to
+//! the event's type. Events emitted through [`super::outbox`] get theirs in their own
+//! transaction; the sweeper runs this for the rest.
 //!
 //! One statement does a batch in one transaction: it locks undispatched rows with
 //! `FOR UPDATE SKIP LOCKED` (so concurrent workers take different rows), inserts the deliveries

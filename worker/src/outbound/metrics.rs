@@ -3,7 +3,8 @@
 //! - `outbound_attempt_seconds`: attempt latency, request to end of the answer's excerpt;
 //! - `outbound_deliveries_total{outcome="succeeded|failed"}`: deliveries that finished;
 //! - `outbound_deliveries_pending`: deliveries still to make, as this worker last counted;
-//! - `outbound_events_dispatched_total`: outbox events fanned out.
+//! - `outbound_events_caught_up_total`: outbox rows written without their deliveries that the
+//!   sweeper fanned out (see [`super::dispatch`]).
 
 use super::schedule::Decision;
 use super::send::Report;
@@ -31,6 +32,6 @@ pub fn pending(count: i64) {
     metrics::gauge!("outbound_deliveries_pending").set(count as f64);
 }
 
-pub fn dispatched(events: u64) {
-    metrics::counter!("outbound_events_dispatched_total").increment(events);
+pub fn caught_up(events: u64) {
+    metrics::counter!("outbound_events_caught_up_total").increment(events);
 }

@@ -1,8 +1,8 @@
 //! Outbound webhooks, from the outbox to the receiver.
 //!
-//! Domain handlers write events into the outbox ([`outbox::emit`]) in their own transaction.
-//! From there every worker runs one delivery loop ([`poller`]):
-//! [`dispatch`] fans each outbox row out into one delivery per subscribed enabled endpoint;
+//! Domain handlers write events into the outbox ([`outbox::emit`]) in their own transaction,
+//! and with each event one delivery per subscribed enabled endpoint ([`dispatch`] catches up on
+//! rows written without theirs). From there every worker runs one delivery loop ([`poller`]):
 //! [`deliver`] claims due deliveries, [`send`] signs and POSTs them, [`schedule`] decides what
 //! an answer means and when to retry, and [`deliver`] records the outcome. [`isolation`] keeps a
 //! failing or slow endpoint from holding up the others, [`guard`] refuses internal destinations,
@@ -27,7 +27,7 @@ pub mod endpoint;
 pub mod guard;
 pub mod isolation;
 pub mod manual;
-mod metrics;
+pub(crate) mod metrics;
 pub mod outbox;
 pub mod poller;
 pub mod schedule;

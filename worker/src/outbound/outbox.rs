@@ -1,5 +1,8 @@
 //! The transactional outbox: handlers record the events they cause in the same transaction as
-//! the state those events describe.
+//! the state those events describe, and with them one `deliveries` row for each enabled
+//! endpoint subscribed to the event's type. The event, its deliveries and the state commit
+//! together: once the handler's transaction commits there is nothing left to fan out, and an
+//! outbox row is written once, never updated.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -91,8 +94,9 @@ pub async fn emit(
     Ok(ids[0])
 }
 
-/// Records events of one type, each with its uid and data, with one statement and in order
-/// (their ids, which the delivery order follows, grow); returns their ids.
+/// Records events of one type, each with its uid and data, and their deliveries, with one
+/// statement and in order (their ids, which the delivery order follows, grow); returns their
+/// ids.
 pub async fn emit_all(
     tx: &mut Transaction<'_, Postgres>,
     event_type: EventType,
@@ -104,8 +108,15 @@ pub async fn emit_all(
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let (uids, data): (Vec<Option<&str>>, Vec<serde_json::Value>) = events.into_iter().unzip();
     sqlx::query(
-        "INSERT INTO outbox (id, event_type, uid, data)
-         SELECT id, $2, uid, data FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[]) AS emitted (id, uid, data)",
+        "WITH emitted AS (
+             INSERT INTO outbox (id, event_type, uid, data, dispatched_at)
+             SELECT id, $2, uid, data, now() FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[]) AS e (id, uid, data)
+             RETURNING id
+         )
+         INSERT INTO deliveries (id, event_id, endpoint_id)
+         SELECT uuid_v7(), emitted.id, endpoints.id
+         FROM emitted JOIN endpoints
+           ON endpoints.enabled AND ('*' = ANY (endpoints.event_types) OR $2 = ANY (endpoints.event_types))",
     )
     .bind(&ids)
     .bind(event_type.as_str())

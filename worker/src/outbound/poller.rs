@@ -1,10 +1,10 @@
-//! The delivery loop each worker runs: fan out new outbox rows, claim due deliveries up to the
-//! free concurrency, start their attempts, then sleep until the next one is due, this worker
+//! The delivery loop each worker runs: claim due deliveries up to the free concurrency, start
+//! their attempts, then sleep until the next one is due, this worker
 //! commits new events (`Outbound::wake`), another writer sends `NOTIFY outbound`, an attempt
 //! finishes, or `DELIVERY_POLL_MS` passes, whichever comes first.
 //!
 //! Several workers run this loop on one database at once: `FOR UPDATE SKIP LOCKED` hands each
-//! outbox row and each due delivery to one of them.
+//! due delivery to one of them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::{deliver, dispatch, metrics};
+use super::{deliver, metrics};
 use crate::WorkerContext;
 
 /// The shortest sleep between two passes, so a due but unclaimable delivery cannot spin.
@@ -48,13 +48,8 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
     while attempts.join_next().await.is_some() {}
 }
 
-/// One pass: fan out, claim, start attempts.
+/// One pass: claim, start attempts.
 async fn pass(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>) {
-    match dispatch::fan_out(&context.pool).await {
-        Ok(done) if done.events > 0 => metrics::dispatched(done.events),
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "outbox fan-out failed"),
-    }
     let outbound = &context.outbound;
     let free = outbound.slots.available_permits();
     if free == 0 {
