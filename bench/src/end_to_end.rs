@@ -90,7 +90,9 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Half the committed rate, timing each event from its 202 to its row.
-    let half_rate = committed_per_s.min(outcome.accepted_per_s()) / 2.0;
+    let half_rate = plan
+        .end_to_end_rate
+        .unwrap_or(committed_per_s.min(outcome.accepted_per_s()) / 2.0);
     let (accepted, commits) = mpsc::unbounded_channel();
     let watcher = tokio::spawn(time_commits(pool.clone(), commits));
     let paced = Load {

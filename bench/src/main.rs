@@ -9,7 +9,8 @@
 //! ```
 //!
 //! `BENCH_RUNS` (default 3), `BENCH_SECONDS` (default 5, each ingest load and delivery floor)
-//! and `BENCH_E2E_SECONDS` (default 30, the end-to-end saturation window) size a run; every
+//! and `BENCH_E2E_SECONDS` (default 30, the end-to-end saturation window) size a run, and
+//! `BENCH_E2E_RATE` (events/s) replaces the end-to-end latency phase's half rate; every
 //! figure is the median over the runs. Logs of the processes go to `BENCH_LOGS`
 //! (default `target/bench-logs`).
 
@@ -37,6 +38,8 @@ pub struct Plan {
     pub warm_up: Duration,
     pub measure: Duration,
     pub end_to_end_measure: Duration,
+    /// The end-to-end latency phase's fixed rate, when not half the committed rate.
+    pub end_to_end_rate: Option<f64>,
 }
 
 impl Plan {
@@ -47,6 +50,10 @@ impl Plan {
             warm_up: Duration::from_secs(1),
             measure: Duration::from_secs(env.parse("BENCH_SECONDS", 5)?),
             end_to_end_measure: Duration::from_secs(env.parse("BENCH_E2E_SECONDS", 30)?),
+            end_to_end_rate: env
+                .optional("BENCH_E2E_RATE")
+                .map(|rate| rate.parse())
+                .transpose()?,
         })
     }
 }
