@@ -105,13 +105,16 @@ async fn next_wait(context: &WorkerContext) -> Duration {
         return poll;
     }
     let blocked = context.outbound.isolation.blocked();
+    // ORDER BY ... LIMIT 1 walks the due index and stops at the first row; min() would read
+    // every pending delivery on each pass, so a backlog made each pass slower.
     let next: Result<Option<DateTime<Utc>>, _> = sqlx::query_scalar(
-        "SELECT min(d.next_attempt_at) FROM deliveries d
+        "SELECT d.next_attempt_at FROM deliveries d
          JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled
-         WHERE d.status = 'pending' AND d.endpoint_id <> ALL ($1)",
+         WHERE d.status = 'pending' AND d.endpoint_id <> ALL ($1)
+         ORDER BY d.next_attempt_at LIMIT 1",
     )
     .bind(&blocked as &[Uuid])
-    .fetch_one(&context.pool)
+    .fetch_optional(&context.pool)
     .await;
     match next {
         Ok(Some(at)) => (at - Utc::now())
