@@ -137,14 +137,7 @@ async fn two_workers_racing_on_duplicates_store_each_event_once() {
     });
     futures_util::future::join_all(posts).await;
     pipeline.wait_for_count(EVENTS, 5).await;
-    // Drain: every message is settled once the queue is empty and nothing is unacked.
-    eventually(15, "the queue to drain", || async {
-        (pipeline.broker.events_ready().await == 0).then_some(())
-    })
-    .await;
-    for worker in std::mem::take(&mut pipeline.workers) {
-        worker.stop().await;
-    }
+    pipeline.drain_and_stop_workers().await;
     assert_eq!(pipeline.count(EVENTS).await, 5);
     // The five events carry the same two Omi segment ids: stored and emitted once each.
     assert_eq!(pipeline.count(SEGMENTS).await, 2);
@@ -192,13 +185,7 @@ async fn a_backlog_stored_in_batches_keeps_every_rule_of_one_by_one() {
     pipeline.add_worker().await;
 
     pipeline.wait_for_count(EVENTS, 13).await;
-    eventually(15, "the queue to drain", || async {
-        (pipeline.broker.events_ready().await == 0).then_some(())
-    })
-    .await;
-    for worker in std::mem::take(&mut pipeline.workers) {
-        worker.stop().await;
-    }
+    pipeline.drain_and_stop_workers().await;
     assert!(
         pipeline
             .count("SELECT count(DISTINCT stored_at) FROM inbound_events")

@@ -440,6 +440,18 @@ impl TestPipeline {
         self.workers.push(worker);
     }
 
+    /// Waits until the events queue is empty, then stops every worker: once stopped, every
+    /// message they took is settled, so the database holds all that will be stored.
+    pub async fn drain_and_stop_workers(&mut self) {
+        eventually(15, "the queue to drain", || async {
+            (self.broker.events_ready().await == 0).then_some(())
+        })
+        .await;
+        for worker in std::mem::take(&mut self.workers) {
+            worker.stop().await;
+        }
+    }
+
     pub async fn wait_ready(&self, url: &str) {
         eventually(15, url, || async {
             let response = self.client.get(url).send().await.ok()?;
