@@ -105,11 +105,12 @@ async fn a_delivery_is_signed_in_both_schemes_and_shaped_as_standard_webhooks() 
 
 #[tokio::test]
 async fn a_failing_receiver_is_retried_with_growing_gaps_under_one_webhook_id() {
-    // Gaps of 240-360 ms, then 480-720 ms: apart by more than a busy machine's hiccup.
+    // Gaps of 0.8-1.2 s, then 1.6-2.4 s: apart by more than a busy machine's hiccup (with
+    // 300 ms gaps, a parallel test run once delayed the first retry by 250 ms).
     let worker = TestWorker::start_with(|settings| {
-        settings.delivery.retry_base = Duration::from_millis(300);
-        settings.delivery.retry_max_delay = Duration::from_secs(2);
-        settings.delivery.window = Duration::from_secs(10);
+        settings.delivery.retry_base = Duration::from_secs(1);
+        settings.delivery.retry_max_delay = Duration::from_secs(4);
+        settings.delivery.window = Duration::from_secs(20);
     })
     .await;
     let script = vec![Reply::status(500), Reply::status(500)];
