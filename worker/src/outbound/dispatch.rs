@@ -10,10 +10,13 @@
 
 use sqlx::PgPool;
 
+use super::outbox::subscribed_endpoints;
+
 /// Outbox rows taken per statement.
 const BATCH: i64 = 256;
 
-const FAN_OUT: &str = "
+const FAN_OUT: &str = concat!(
+    "
 WITH batch AS (
     SELECT id, event_type FROM outbox
     WHERE dispatched_at IS NULL
@@ -23,15 +26,16 @@ WITH batch AS (
 ), fanned AS (
     INSERT INTO deliveries (id, event_id, endpoint_id)
     SELECT uuid_v7(), batch.id, endpoints.id
-    FROM batch JOIN endpoints
-      ON endpoints.enabled
-     AND ('*' = ANY (endpoints.event_types) OR batch.event_type = ANY (endpoints.event_types))
+    FROM batch JOIN endpoints ON ",
+    subscribed_endpoints!("batch.event_type"),
+    "
     ON CONFLICT (event_id, endpoint_id) DO NOTHING
     RETURNING 1
 )
 UPDATE outbox SET dispatched_at = now()
 WHERE id IN (SELECT id FROM batch)
-RETURNING (SELECT count(*) FROM fanned)";
+RETURNING (SELECT count(*) FROM fanned)"
+);
 
 /// What one fan-out pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

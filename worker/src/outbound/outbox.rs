@@ -9,6 +9,20 @@ use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+/// The join condition of the endpoints that get a delivery of an event whose type is the SQL
+/// expression `$event_type`: enabled, and subscribed to that type or to `*`. Both fan-outs (here,
+/// and the catch-up in [`super::dispatch`]) use it, so they cannot disagree.
+macro_rules! subscribed_endpoints {
+    ($event_type:literal) => {
+        concat!(
+            "endpoints.enabled AND ('*' = ANY (endpoints.event_types) OR ",
+            $event_type,
+            " = ANY (endpoints.event_types))"
+        )
+    };
+}
+pub(crate) use subscribed_endpoints;
+
 /// The outbound event types of INTERFACE.md section 4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub enum EventType {
@@ -107,7 +121,7 @@ pub async fn emit_all(
     }
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let (uids, data): (Vec<Option<&str>>, Vec<serde_json::Value>) = events.into_iter().unzip();
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH emitted AS (
              INSERT INTO outbox (id, event_type, uid, data, dispatched_at)
              SELECT id, $2, uid, data, now() FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[]) AS e (id, uid, data)
@@ -115,9 +129,9 @@ pub async fn emit_all(
          )
          INSERT INTO deliveries (id, event_id, endpoint_id)
          SELECT uuid_v7(), emitted.id, endpoints.id
-         FROM emitted JOIN endpoints
-           ON endpoints.enabled AND ('*' = ANY (endpoints.event_types) OR $2 = ANY (endpoints.event_types))",
-    )
+         FROM emitted JOIN endpoints ON ",
+        subscribed_endpoints!("$2")
+    ))
     .bind(&ids)
     .bind(event_type.as_str())
     .bind(&uids)

@@ -1,7 +1,7 @@
 //! The delivery loop each worker runs: claim due deliveries up to the free concurrency, start
-//! their attempts, then sleep until the next one is due, this worker
-//! commits new events (`Outbound::wake`), another writer sends `NOTIFY outbound`, an attempt
-//! finishes, or `DELIVERY_POLL_MS` passes, whichever comes first.
+//! their attempts, then sleep until the next one is due, this worker commits new events
+//! (`Outbound::wake`), another writer sends `NOTIFY outbound`, an attempt finishes, or
+//! `DELIVERY_POLL_MS` passes, whichever comes first.
 //!
 //! Several workers run this loop on one database at once: `FOR UPDATE SKIP LOCKED` hands each
 //! due delivery to one of them.
