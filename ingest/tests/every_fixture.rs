@@ -28,7 +28,8 @@ struct Case {
     route: Route,
     kind: EventKind,
     uid: &'static str,
-    /// The whole dedup key, or `sha256:` when it is the body hash.
+    /// The whole dedup key, `sha256:` when it is the body hash, or `event:` when it is the
+    /// acceptance's own event id (audio is never merged by content).
     dedup_key: &'static str,
     /// A field of the published JSON payload (a JSON pointer) and its expected value;
     /// for audio, the payload must be the fixture's bytes instead.
@@ -81,7 +82,7 @@ const CASES: &[Case] = &[
         route: Route::Audio(8_000),
         kind: EventKind::OmiAudio,
         uid: "u1",
-        dedup_key: "sha256:",
+        dedup_key: "event:",
         payload: None,
     },
     Case {
@@ -89,7 +90,7 @@ const CASES: &[Case] = &[
         route: Route::Audio(16_000),
         kind: EventKind::OmiAudio,
         uid: "u1",
-        dedup_key: "sha256:",
+        dedup_key: "event:",
         payload: None,
     },
     Case {
@@ -113,7 +114,7 @@ const CASES: &[Case] = &[
         route: Route::Omi("/webhook"),
         kind: EventKind::OmiMemoryEvent,
         uid: "u1",
-        dedup_key: "id:memory_8812:processing_memory_status_changed",
+        dedup_key: "id:memory_8812:processing_memory_status_changed:processing",
         payload: Some(("/memory/status", "processing")),
     },
     Case {
@@ -137,7 +138,7 @@ const CASES: &[Case] = &[
         route: Route::Omi("/webhook"),
         kind: EventKind::OmiAudio,
         uid: "u1",
-        dedup_key: "sha256:",
+        dedup_key: "event:",
         payload: None,
     },
     Case {
@@ -225,6 +226,9 @@ fn check(case: &Case, envelope: &Envelope, body: &[u8]) {
             "{name}: {}",
             envelope.dedup_key
         );
+    } else if case.dedup_key == "event:" {
+        let own = format!("event:{}", envelope.event_id);
+        assert_eq!(envelope.dedup_key, own, "{name}");
     } else {
         assert_eq!(envelope.dedup_key, case.dedup_key, "{name}");
     }

@@ -107,7 +107,8 @@ pub struct Envelope {
     pub kind: EventKind,
     /// The user the event belongs to (Omi `uid`, Asleep `x-user-id`, Reflector room id).
     pub uid: String,
-    /// What makes two deliveries "the same event" (INTERFACE.md section 3); unique per source.
+    /// What makes two deliveries "the same event" (INTERFACE.md section 3); unique per source
+    /// and uid.
     pub dedup_key: String,
     /// When ingest accepted the request; orders audio chunks of one uid.
     pub received_at: DateTime<Utc>,

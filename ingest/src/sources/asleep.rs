@@ -16,7 +16,9 @@ use serde_json::{Map, Value};
 use shared::EventKind;
 use shared::payload::asleep::{AsleepEvent, AsleepEventName};
 
-use super::{Inbound, accept, from_value, header, parse_json, read_body};
+use super::{
+    Inbound, accept, check_columns, check_id, check_uid, from_value, header, parse_json, read_body,
+};
 use crate::error::IngestError;
 use crate::routes::AppState;
 
@@ -39,6 +41,7 @@ impl FromRequestParts<AppState> for AsleepCaller {
         state.asleep_api_keys.check(presented)?;
         let uid = header(&parts.headers, "x-user-id")
             .ok_or_else(|| IngestError::InvalidRequest("header `x-user-id` is required".into()))?;
+        check_uid("header `x-user-id`", uid)?;
         state
             .rate_limiter
             .check(&["asleep", presented.unwrap_or(""), uid])?;
@@ -56,7 +59,13 @@ async fn asleep(
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
-    let event = parse_asleep(&raw)?;
+    let inbound = asleep_inbound(caller.uid, &raw)?;
+    accept(&state, &headers, &raw, inbound).await
+}
+
+/// The event an Asleep body about user `uid` is published as.
+pub fn asleep_inbound(uid: String, raw: &[u8]) -> Result<Inbound, IngestError> {
+    let event = parse_asleep(raw)?;
     let (kind, id) = match event.event {
         AsleepEventName::InferenceComplete => (
             EventKind::AsleepInference,
@@ -66,8 +75,7 @@ async fn asleep(
             (EventKind::AsleepSessionComplete, event.session_id.clone())
         }
     };
-    let inbound = Inbound::json(kind, caller.uid, Some(id), &event);
-    accept(&state, &headers, &raw, inbound).await
+    Ok(Inbound::json(kind, uid, Some(id), &event))
 }
 
 /// Reads either shape into the flat one. `session_id` may come from `session.id`;
@@ -90,11 +98,8 @@ pub fn parse_asleep(body: &[u8]) -> Result<AsleepEvent, IngestError> {
         }
     }
     let event: AsleepEvent = from_value(Value::Object(object))?;
-    if event.session_id.trim().is_empty() {
-        return Err(IngestError::InvalidBody(
-            "session_id: must not be empty".into(),
-        ));
-    }
+    check_id("session_id", &event.session_id)?;
+    check_columns(|reader| event.report_columns(reader))?;
     if event.event == AsleepEventName::InferenceComplete && event.seq_num.is_none() {
         return Err(IngestError::InvalidBody(
             "seq_num: required for INFERENCE_COMPLETE".into(),

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use shared::payload::fields::{self, FieldReader};
 use shared::{Envelope, EventKind};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -121,16 +122,67 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
 ///
 /// Tracking the path costs about as much as the parse itself, so a body is parsed plainly first
 /// and only a body that fails is parsed again, with tracking, to name where it went wrong.
+///
+/// A body whose strings (or keys) hold NUL is refused too, naming the first such field: neither
+/// `jsonb` nor `text` can store it. Finding a `\u0000` escape is a scan of the bytes; only a body
+/// that has one is parsed again to name the field.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, IngestError> {
-    if let Ok(parsed) = serde_json::from_slice(body) {
-        return Ok(parsed);
+    let parsed = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            let mut deserializer = serde_json::Deserializer::from_slice(body);
+            let parsed =
+                serde_path_to_error::deserialize(&mut deserializer).map_err(invalid_body)?;
+            deserializer
+                .end()
+                .map_err(|error| IngestError::InvalidBody(format!("malformed JSON: {error}")))?;
+            parsed
+        }
+    };
+    if fields::may_hold_nul(body) {
+        refuse_nul(body)?;
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let parsed = serde_path_to_error::deserialize(&mut deserializer).map_err(invalid_body)?;
-    deserializer
-        .end()
-        .map_err(|error| IngestError::InvalidBody(format!("malformed JSON: {error}")))?;
     Ok(parsed)
+}
+
+/// Refuses a JSON body that holds NUL, naming where.
+fn refuse_nul(body: &[u8]) -> Result<(), IngestError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| IngestError::InvalidBody(format!("malformed JSON: {error}")))?;
+    match fields::nul_path(&value) {
+        Some(path) => Err(invalid_field(&path, fields::NUL)),
+        None => Ok(()),
+    }
+}
+
+/// A 400 naming `path` (`segments[0].start`, or `.` for the whole body) and what is wrong.
+pub fn invalid_field(path: &str, problem: &str) -> IngestError {
+    match path {
+        "." => IngestError::InvalidBody(problem.to_owned()),
+        _ => IngestError::InvalidBody(format!("{path}: {problem}")),
+    }
+}
+
+/// Checks an identifier field of the body (see [`fields::identifier`]).
+pub fn check_id(path: &str, id: &str) -> Result<(), IngestError> {
+    fields::identifier(id).map_err(|problem| invalid_field(path, problem))
+}
+
+/// Checks a uid taken from the request (`what` names where: a query parameter, a header).
+pub fn check_uid(what: &str, uid: &str) -> Result<(), IngestError> {
+    fields::identifier(uid)
+        .map_err(|problem| IngestError::InvalidRequest(format!("{what}: {problem}")))
+}
+
+/// Refuses the body when `read` (a payload's typed columns, read by both sides) meets a field
+/// the worker could not store in its column.
+pub fn check_columns<T>(read: impl FnOnce(&mut FieldReader) -> T) -> Result<(), IngestError> {
+    let mut reader = FieldReader::default();
+    read(&mut reader);
+    match reader.problem() {
+        Some((path, problem)) => Err(invalid_field(&path, problem)),
+        None => Ok(()),
+    }
 }
 
 /// Reads an already parsed JSON value into `T`, naming the offending field like [`parse_json`].
@@ -204,18 +256,26 @@ impl Inbound {
 }
 
 /// The dedup key, in the contract's order: the `Idempotency-Key` header, the provider's own id,
-/// else a SHA-256 of source, uid and the raw body.
-pub fn dedup_key(headers: &HeaderMap, inbound: &Inbound, raw_body: &[u8]) -> String {
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|value| value.to_str().ok())
-        .map(str::trim)
-        .filter(|value| !value.is_empty());
-    if let Some(key) = idempotency_key {
-        return format!("idempotency-key:{key}");
+/// else a SHA-256 of source, uid and the raw body; audio without an `Idempotency-Key` is never
+/// merged by content (identical chunks, such as digital silence, are each kept), so its key is
+/// the acceptance's own `event_id`. The worker scopes every key by source and uid.
+pub fn dedup_key(
+    headers: &HeaderMap,
+    inbound: &Inbound,
+    raw_body: &[u8],
+    event_id: Uuid,
+) -> Result<String, IngestError> {
+    if let Some(key) = header(headers, "idempotency-key") {
+        fields::idempotency_key(key).map_err(|problem| {
+            IngestError::InvalidRequest(format!("Idempotency-Key: {problem}"))
+        })?;
+        return Ok(format!("idempotency-key:{key}"));
+    }
+    if inbound.kind == EventKind::OmiAudio {
+        return Ok(format!("event:{event_id}"));
     }
     if let Some(id) = &inbound.provider_id {
-        return format!("id:{id}");
+        return Ok(format!("id:{id}"));
     }
     let mut hasher = Sha256::new();
     for part in [
@@ -226,7 +286,27 @@ pub fn dedup_key(headers: &HeaderMap, inbound: &Inbound, raw_body: &[u8]) -> Str
         hasher.update(part);
     }
     hasher.update(raw_body);
-    format!("sha256:{}", hex::encode(hasher.finalize()))
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+}
+
+/// The envelope of an accepted request: a fresh event id, its dedup key, stamped now.
+pub fn envelope(
+    headers: &HeaderMap,
+    raw_body: &[u8],
+    inbound: Inbound,
+) -> Result<Envelope, IngestError> {
+    // Every source checks its uid where it reads it; this guards one that forgets.
+    check_uid("uid", &inbound.uid)?;
+    let event_id = Uuid::now_v7();
+    Ok(Envelope {
+        event_id,
+        dedup_key: dedup_key(headers, &inbound, raw_body, event_id)?,
+        kind: inbound.kind,
+        uid: inbound.uid,
+        received_at: Utc::now(),
+        sample_rate: inbound.sample_rate,
+        payload: inbound.payload,
+    })
 }
 
 /// Builds the envelope, publishes it and answers 202 once the broker has confirmed it.
@@ -236,15 +316,7 @@ pub async fn accept(
     raw_body: &[u8],
     inbound: Inbound,
 ) -> Result<Response, IngestError> {
-    let envelope = Envelope {
-        event_id: Uuid::now_v7(),
-        dedup_key: dedup_key(headers, &inbound, raw_body),
-        kind: inbound.kind,
-        uid: inbound.uid,
-        received_at: Utc::now(),
-        sample_rate: inbound.sample_rate,
-        payload: inbound.payload,
-    };
+    let envelope = envelope(headers, raw_body, inbound)?;
     state.publisher.publish(&envelope).await?;
     metrics::counter!("ingest_events_accepted_total", "kind" => envelope.kind.as_str())
         .increment(1);
@@ -307,14 +379,18 @@ mod tests {
         }
     }
 
+    fn key(headers: &HeaderMap, inbound: &Inbound, body: &[u8]) -> String {
+        dedup_key(headers, inbound, body, Uuid::nil()).unwrap()
+    }
+
     #[test]
     fn dedup_key_prefers_the_idempotency_key_then_the_provider_id_then_a_hash() {
         let mut headers = HeaderMap::new();
-        assert!(dedup_key(&headers, &inbound(None), b"{}").starts_with("sha256:"));
-        assert_eq!(dedup_key(&headers, &inbound(Some("c1")), b"{}"), "id:c1");
+        assert!(key(&headers, &inbound(None), b"{}").starts_with("sha256:"));
+        assert_eq!(key(&headers, &inbound(Some("c1")), b"{}"), "id:c1");
         headers.insert("idempotency-key", "k1".parse().unwrap());
         assert_eq!(
-            dedup_key(&headers, &inbound(Some("c1")), b"{}"),
+            key(&headers, &inbound(Some("c1")), b"{}"),
             "idempotency-key:k1"
         );
     }
@@ -322,11 +398,31 @@ mod tests {
     #[test]
     fn the_body_hash_depends_on_uid_and_body() {
         let headers = HeaderMap::new();
-        let a = dedup_key(&headers, &inbound(None), b"{}");
+        let a = key(&headers, &inbound(None), b"{}");
         let mut other_uid = inbound(None);
         other_uid.uid = "u2".into();
-        assert_ne!(a, dedup_key(&headers, &other_uid, b"{}"));
-        assert_ne!(a, dedup_key(&headers, &inbound(None), b"{ }"));
-        assert_eq!(a, dedup_key(&headers, &inbound(None), b"{}"));
+        assert_ne!(a, key(&headers, &other_uid, b"{}"));
+        assert_ne!(a, key(&headers, &inbound(None), b"{ }"));
+        assert_eq!(a, key(&headers, &inbound(None), b"{}"));
+    }
+
+    #[test]
+    fn audio_is_never_merged_by_content_but_keeps_its_idempotency_key() {
+        let mut audio = inbound(None);
+        audio.kind = EventKind::OmiAudio;
+        let mut headers = HeaderMap::new();
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        let key_of = |headers: &HeaderMap, id| dedup_key(headers, &audio, b"\0\0", id).unwrap();
+        assert_ne!(key_of(&headers, first), key_of(&headers, second));
+        headers.insert("idempotency-key", "chunk-1".parse().unwrap());
+        assert_eq!(key_of(&headers, first), key_of(&headers, second));
+    }
+
+    #[test]
+    fn an_over_long_idempotency_key_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert("idempotency-key", "k".repeat(256).parse().unwrap());
+        let error = dedup_key(&headers, &inbound(None), b"{}", Uuid::nil()).unwrap_err();
+        assert!(error.to_string().contains("Idempotency-Key"), "{error}");
     }
 }

@@ -14,7 +14,7 @@ use shared::EventKind;
 use shared::payload::reflector::ReflectorEvent;
 use shared::signature::{SignatureError, reflector_verify};
 
-use super::{Inbound, accept, header, parse_json, read_body};
+use super::{Inbound, accept, check_columns, check_id, header, parse_json, read_body};
 use crate::error::IngestError;
 use crate::routes::AppState;
 
@@ -62,11 +62,21 @@ async fn reflector(
     headers: HeaderMap,
     SignedBody(raw): SignedBody,
 ) -> Result<Response, IngestError> {
-    let event = parse_reflector(&raw)?;
+    let inbound = reflector_inbound(&raw)?;
+    accept(&state, &headers, &raw, inbound).await
+}
+
+/// The event a verified Reflector body is published as: its room is the uid.
+pub fn reflector_inbound(raw: &[u8]) -> Result<Inbound, IngestError> {
+    let event = parse_reflector(raw)?;
     let uid = event.room_id().unwrap_or(NO_ROOM).to_owned();
     let id = Some(event.transcript.id.clone());
-    let inbound = Inbound::json(EventKind::ReflectorTranscript, uid, id, &event);
-    accept(&state, &headers, &raw, inbound).await
+    Ok(Inbound::json(
+        EventKind::ReflectorTranscript,
+        uid,
+        id,
+        &event,
+    ))
 }
 
 /// A `transcript.completed` payload with a non-empty `transcript.id`.
@@ -78,11 +88,11 @@ pub fn parse_reflector(body: &[u8]) -> Result<ReflectorEvent, IngestError> {
             event.event
         )));
     }
-    if event.transcript.id.trim().is_empty() {
-        return Err(IngestError::InvalidBody(
-            "transcript.id: must not be empty".into(),
-        ));
+    check_id("transcript.id", &event.transcript.id)?;
+    if let Some(room) = event.room_id() {
+        check_id("transcript.room_id (or room.id)", room)?;
     }
+    check_columns(|reader| event.transcript.duration_s(reader))?;
     Ok(event)
 }
 
@@ -110,7 +120,16 @@ mod tests {
 
     #[test]
     fn other_events_and_missing_ids_are_refused_naming_the_field() {
-        let cases: [(&[u8], &str); 4] = [
+        let long_room = format!(
+            r#"{{"event":"transcript.completed","transcript":{{"id":"t","room_id":"{}"}}}}"#,
+            "r".repeat(257)
+        );
+        let cases: [(&[u8], &str); 6] = [
+            (
+                br#"{"event":"transcript.completed","transcript":{"id":"t","duration":"long"}}"#,
+                "transcript.duration: expected a number",
+            ),
+            (long_room.as_bytes(), "transcript.room_id"),
             (
                 br#"{"event":"transcript.started","transcript":{"id":"t"}}"#,
                 "event",

@@ -1,8 +1,11 @@
 //! Asleep payloads as they travel on the queue: one flat shape, whether Asleep nested its fields
 //! under `data` or sent them flat.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use super::fields::{self, FieldReader};
 
 /// The Asleep events we accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,4 +55,39 @@ pub struct AsleepEvent {
     pub stat: Option<Map<String, Value>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// The typed columns a `SESSION_COMPLETE` report is stored with.
+#[derive(Debug, PartialEq)]
+pub struct SleepReportColumns {
+    pub start_time: Option<DateTime<Utc>>,
+    pub end_time: Option<DateTime<Utc>>,
+    pub time_in_sleep_s: Option<i64>,
+    pub sleep_efficiency: Option<f64>,
+}
+
+impl AsleepEvent {
+    /// Reads the report's columns from `session` and `stat` (see [`FieldReader`]).
+    pub fn report_columns(&self, reader: &mut FieldReader) -> SleepReportColumns {
+        let session = |name: &str| self.session.as_ref().and_then(|session| session.get(name));
+        let stat = |name: &str| self.stat.as_ref().and_then(|stat| stat.get(name));
+        SleepReportColumns {
+            start_time: reader.read(
+                "session.start_time",
+                session("start_time"),
+                fields::timestamp,
+            ),
+            end_time: reader.read("session.end_time", session("end_time"), fields::timestamp),
+            time_in_sleep_s: reader.read(
+                "stat.time_in_sleep",
+                stat("time_in_sleep"),
+                fields::integer,
+            ),
+            sleep_efficiency: reader.read(
+                "stat.sleep_efficiency",
+                stat("sleep_efficiency"),
+                fields::number,
+            ),
+        }
+    }
 }

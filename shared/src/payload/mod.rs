@@ -4,5 +4,6 @@
 //! them as canonical JSON; the worker reads the same types back and trusts them.
 
 pub mod asleep;
+pub mod fields;
 pub mod omi;
 pub mod reflector;

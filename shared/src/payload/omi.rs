@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::fields::{self, FieldReader};
+
 /// A batch of real-time transcript segments, whichever of Omi's shapes it arrived in.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptBatch {
@@ -12,7 +14,11 @@ pub struct TranscriptBatch {
     /// the Thalamus batch.
     pub session_id: String,
     /// When the sender logged the batch (Thalamus only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::fields::deserialize_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub log_timestamp: Option<DateTime<Utc>>,
     pub segments: Vec<Segment>,
 }
@@ -154,6 +160,30 @@ pub struct Conversation {
     pub fields: Map<String, Value>,
 }
 
+/// The typed columns a conversation is stored with.
+#[derive(Debug, PartialEq)]
+pub struct ConversationColumns<'a> {
+    pub title: Option<&'a str>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Conversation {
+    /// Reads the conversation's columns (see [`FieldReader`]).
+    pub fn columns(&self, reader: &mut FieldReader) -> ConversationColumns<'_> {
+        let field = |name: &str| self.fields.get(name);
+        ConversationColumns {
+            title: self
+                .fields
+                .get("structured")
+                .and_then(|structured| structured.get("title"))
+                .and_then(Value::as_str),
+            started_at: reader.read("started_at", field("started_at"), fields::timestamp),
+            finished_at: reader.read("finished_at", field("finished_at"), fields::timestamp),
+        }
+    }
+}
+
 /// Omi's day summary. `summary` is a Python repr string that JSON parsers cannot read, so it is
 /// kept as text; `summary_json` holds the same data as JSON and is the one to use.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -163,7 +193,11 @@ pub struct DaySummary {
     pub summary_json: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::fields::deserialize_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub created_at: Option<DateTime<Utc>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,

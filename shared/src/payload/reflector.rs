@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::fields::{self, FieldReader};
+
 /// A Reflector webhook body, kept whole; only what ingest reads is named.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReflectorEvent {
@@ -35,6 +37,22 @@ pub struct ReflectorTranscript {
     pub room_id: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl ReflectorTranscript {
+    /// The transcript's title, when it is text.
+    pub fn title(&self) -> Option<&str> {
+        self.extra.get("title").and_then(Value::as_str)
+    }
+
+    /// `duration` in seconds (see [`FieldReader`]).
+    pub fn duration_s(&self, reader: &mut FieldReader) -> Option<f64> {
+        reader.read(
+            "transcript.duration",
+            self.extra.get("duration"),
+            fields::number,
+        )
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

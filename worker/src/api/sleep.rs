@@ -47,7 +47,7 @@ async fn reports(
     let items: Vec<Report> = sqlx::query_as(
         "SELECT session_id, start_time, end_time, time_in_sleep_s, sleep_efficiency, session, stat
          FROM sleep_reports WHERE uid = $1
-           AND ($2::text IS NULL OR (start_time, session_id) < (SELECT start_time, session_id FROM sleep_reports WHERE session_id = $2))
+           AND ($2::text IS NULL OR (start_time, session_id) < (SELECT start_time, session_id FROM sleep_reports WHERE uid = $1 AND session_id = $2))
          ORDER BY start_time DESC NULLS LAST, session_id DESC LIMIT $3",
     )
     .bind(&uid)

@@ -108,7 +108,7 @@ async fn claim(
     envelopes: &[Envelope],
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let mut order: Vec<&Envelope> = envelopes.iter().collect();
-    order.sort_by_key(|e| (e.source().as_str(), e.dedup_key.as_str()));
+    order.sort_by_key(|e| (e.source().as_str(), e.uid.as_str(), e.dedup_key.as_str()));
     let ids: Vec<Uuid> = order.iter().map(|e| e.event_id).collect();
     let sources: Vec<&str> = order.iter().map(|e| e.source().as_str()).collect();
     let kinds: Vec<&str> = order.iter().map(|e| e.kind.as_str()).collect();

@@ -1,7 +1,12 @@
 //! Omi conversations, memory lifecycle events and day summaries.
+//!
+//! Typed columns are read with the functions ingest checked them with
+//! ([`shared::payload::fields`]), so a value that cannot fill its column leaves it empty and
+//! stays in `data`; nothing ingest accepted fails here.
 
 use serde_json::{Value, json};
 use shared::Envelope;
+use shared::payload::fields::FieldReader;
 use shared::payload::omi::{Conversation, DaySummary, MemoryEvent};
 use sqlx::{Postgres, Transaction};
 
@@ -16,20 +21,21 @@ pub async fn conversation(
     envelope: &Envelope,
 ) -> Result<(), HandlerError> {
     let conversation: Conversation = payload(envelope)?;
+    let columns = conversation.columns(&mut FieldReader::default());
+    let title = columns.title.map(str::to_owned);
     let data = serde_json::to_value(&conversation).expect("a conversation serializes");
-    let title = data
-        .pointer("/structured/title")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
     let inserted: bool = sqlx::query_scalar(
         "INSERT INTO conversations (id, uid, title, started_at, finished_at, data)
-         VALUES ($1, $2, $3, ($4::jsonb->>'started_at')::timestamptz, ($4::jsonb->>'finished_at')::timestamptz, $4)
-         ON CONFLICT (id) DO UPDATE SET data = EXCLUDED.data, title = EXCLUDED.title, updated_at = now()
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (uid, id) DO UPDATE SET data = EXCLUDED.data, title = EXCLUDED.title,
+             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at, updated_at = now()
          RETURNING (xmax = 0)",
     )
     .bind(&conversation.id)
     .bind(&envelope.uid)
     .bind(&title)
+    .bind(columns.started_at)
+    .bind(columns.finished_at)
     .bind(&data)
     .fetch_one(&mut **tx)
     .await?;

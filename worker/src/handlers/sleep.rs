@@ -1,9 +1,12 @@
 //! Asleep: inference increments and session reports. Per-user aggregates are computed from the
-//! reports when read, so a report stored once is counted once.
+//! reports when read, so a report stored once is counted once. A report's typed columns are read
+//! with the function ingest checked them with, so a value that cannot fill its column leaves it
+//! empty (it stays in `data`) and never fails the event.
 
 use serde_json::Value;
 use shared::Envelope;
 use shared::payload::asleep::AsleepEvent;
+use shared::payload::fields::FieldReader;
 use sqlx::{Postgres, Transaction};
 
 use super::{HandlerError, emit_if_stored, payload};
@@ -42,17 +45,21 @@ pub async fn session_complete(
 ) -> Result<(), HandlerError> {
     let event: AsleepEvent = payload(envelope)?;
     let data = serde_json::to_value(&event).expect("an Asleep event serializes");
+    let columns = event.report_columns(&mut FieldReader::default());
     let stat = event.stat.clone().map(Value::Object);
     let session = event.session.clone().map(Value::Object);
     let inserted = sqlx::query(
         "INSERT INTO sleep_reports (session_id, uid, start_time, end_time, time_in_sleep_s, sleep_efficiency,
                                     session, stat, data, received_at)
-         VALUES ($1, $2, ($3::jsonb->>'start_time')::timestamptz, ($3::jsonb->>'end_time')::timestamptz,
-                 ($4::jsonb->>'time_in_sleep')::bigint, ($4::jsonb->>'sleep_efficiency')::float8, $3, $4, $5, $6)
-         ON CONFLICT (session_id) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (uid, session_id) DO NOTHING",
     )
     .bind(&event.session_id)
     .bind(&envelope.uid)
+    .bind(columns.start_time)
+    .bind(columns.end_time)
+    .bind(columns.time_in_sleep_s)
+    .bind(columns.sleep_efficiency)
     .bind(&session)
     .bind(&stat)
     .bind(&data)

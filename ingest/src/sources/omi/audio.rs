@@ -41,7 +41,8 @@ pub async fn audio(
     accept(&state, &headers, &pcm, inbound).await
 }
 
-/// The envelope of an audio chunk. Audio has no provider id; the dedup hash covers the PCM.
+/// The envelope of an audio chunk. Audio has no provider id and is never merged by content:
+/// without an `Idempotency-Key`, each chunk accepted is its own event.
 pub fn audio_inbound(uid: String, pcm: Bytes, sample_rate: u32) -> Inbound {
     Inbound {
         kind: EventKind::OmiAudio,

@@ -10,7 +10,7 @@ use shared::payload::omi::{Conversation, DaySummary};
 use super::OmiCaller;
 use crate::error::IngestError;
 use crate::routes::AppState;
-use crate::sources::{Inbound, accept, parse_json, read_body};
+use crate::sources::{Inbound, accept, check_columns, check_id, parse_json, read_body};
 
 /// `POST /v1/omi/conversation?uid=U`: deduplicated on the conversation's `id`.
 pub async fn conversation(
@@ -20,9 +20,7 @@ pub async fn conversation(
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
-    let conversation = parse_conversation(&raw)?;
-    let id = Some(conversation.id.clone());
-    let inbound = Inbound::json(EventKind::OmiConversation, caller.uid, id, &conversation);
+    let inbound = conversation_inbound(caller.uid, &raw)?;
     accept(&state, &headers, &raw, inbound).await
 }
 
@@ -34,17 +32,33 @@ pub async fn day_summary(
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
-    let summary = parse_day_summary(&raw)?;
-    let inbound = Inbound::json(EventKind::OmiDaySummary, caller.uid, None, &summary);
+    let inbound = day_summary_inbound(caller.uid, &raw)?;
     accept(&state, &headers, &raw, inbound).await
 }
 
-/// A conversation object; its `id` must be a non-empty string.
+/// The event a conversation body of user `uid` is published as.
+pub fn conversation_inbound(uid: String, raw: &[u8]) -> Result<Inbound, IngestError> {
+    let conversation = parse_conversation(raw)?;
+    let id = Some(conversation.id.clone());
+    Ok(Inbound::json(
+        EventKind::OmiConversation,
+        uid,
+        id,
+        &conversation,
+    ))
+}
+
+/// The event a day summary body of user `uid` is published as.
+pub fn day_summary_inbound(uid: String, raw: &[u8]) -> Result<Inbound, IngestError> {
+    let summary = parse_day_summary(raw)?;
+    Ok(Inbound::json(EventKind::OmiDaySummary, uid, None, &summary))
+}
+
+/// A conversation object: its `id` an identifier, its times readable.
 pub fn parse_conversation(body: &[u8]) -> Result<Conversation, IngestError> {
     let conversation: Conversation = parse_json(body)?;
-    if conversation.id.trim().is_empty() {
-        return Err(IngestError::InvalidBody("id: must not be empty".into()));
-    }
+    check_id("id", &conversation.id)?;
+    check_columns(|reader| conversation.columns(reader))?;
     Ok(conversation)
 }
 

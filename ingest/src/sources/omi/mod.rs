@@ -22,7 +22,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::routing::post;
 
-use super::{LenientQuery, header};
+use super::{LenientQuery, check_uid, header};
 use crate::error::IngestError;
 use crate::routes::AppState;
 
@@ -73,6 +73,7 @@ impl FromRequestParts<AppState> for OmiCaller {
         let uid = query.get("uid").ok_or_else(|| {
             IngestError::InvalidRequest("query parameter `uid` is required".into())
         })?;
+        check_uid("query parameter `uid`", uid)?;
         Ok(OmiCaller {
             uid: uid.to_owned(),
             query,

@@ -12,7 +12,9 @@ use shared::payload::omi::{Segment, TranscriptBatch};
 use super::{OmiCaller, OmiKey};
 use crate::error::IngestError;
 use crate::routes::AppState;
-use crate::sources::{Inbound, accept, parse_json, read_body};
+use shared::payload::fields;
+
+use crate::sources::{Inbound, accept, check_id, check_uid, invalid_field, parse_json, read_body};
 
 /// `POST /v1/omi/transcript?uid=U`
 pub async fn transcript(
@@ -22,8 +24,7 @@ pub async fn transcript(
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
-    let parsed = parse_transcript(&raw, &caller.uid)?;
-    let inbound = parsed.into_inbound(caller.uid, &raw);
+    let inbound = transcript_inbound(caller.uid, &raw)?;
     accept(&state, &headers, &raw, inbound).await
 }
 
@@ -35,16 +36,25 @@ pub async fn thalamus(
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
-    let query_uid = caller.query.get("uid");
-    let parsed = parse_transcript(&raw, query_uid.unwrap_or(""))?;
-    let uid = query_uid.unwrap_or(&parsed.batch.session_id).to_owned();
-    if uid.is_empty() {
-        return Err(IngestError::InvalidBody(
-            "session_id: required when the query has no `uid`".into(),
-        ));
-    }
-    let inbound = parsed.into_inbound(uid, &raw);
+    let inbound = thalamus_inbound(caller.query.get("uid"), &raw)?;
     accept(&state, &headers, &raw, inbound).await
+}
+
+/// The event a `/v1/omi/transcript` body of user `uid` is published as.
+pub fn transcript_inbound(uid: String, raw: &Bytes) -> Result<Inbound, IngestError> {
+    let parsed = parse_transcript(raw, &uid)?;
+    Ok(parsed.into_inbound(uid, raw))
+}
+
+/// The event a `/omi` body is published as: the user is `query_uid`, else the batch's
+/// `session_id`.
+pub fn thalamus_inbound(query_uid: Option<&str>, raw: &Bytes) -> Result<Inbound, IngestError> {
+    if let Some(uid) = query_uid {
+        check_uid("query parameter `uid`", uid)?;
+    }
+    let parsed = parse_transcript(raw, query_uid.unwrap_or(""))?;
+    let uid = query_uid.unwrap_or(&parsed.batch.session_id).to_owned();
+    Ok(parsed.into_inbound(uid, raw))
 }
 
 /// A transcript body read into one [`TranscriptBatch`].
@@ -72,6 +82,7 @@ impl ParsedTranscript {
 #[derive(Deserialize)]
 struct TranscriptObject {
     session_id: Option<String>,
+    #[serde(default, deserialize_with = "fields::deserialize_timestamp")]
     log_timestamp: Option<chrono::DateTime<chrono::Utc>>,
     segments: Vec<Segment>,
 }
@@ -102,6 +113,7 @@ pub fn parse_transcript(body: &[u8], uid: &str) -> Result<ParsedTranscript, Inge
             },
         }
     };
+    check_id("session_id", &parsed.batch.session_id)?;
     validate_segments(&parsed.batch.segments)?;
     Ok(parsed)
 }
@@ -115,10 +127,19 @@ fn prefix_error(error: IngestError, field: &str) -> IngestError {
     }
 }
 
-/// Times must be finite, non-negative and in order.
+/// Times must be finite, non-negative and in order; the id and speaker label (both keys of an
+/// index) at most [`fields::MAX_ID_BYTES`].
 pub(super) fn validate_segments(segments: &[Segment]) -> Result<(), IngestError> {
     for (index, segment) in segments.iter().enumerate() {
         let field = |name: &str| format!("segments[{index}].{name}");
+        for (name, key) in [("id", &segment.id), ("speaker", &segment.speaker)] {
+            if key
+                .as_ref()
+                .is_some_and(|key| key.len() > fields::MAX_ID_BYTES)
+            {
+                return Err(invalid_field(&field(name), "must be at most 256 bytes"));
+            }
+        }
         for (name, value) in [("start", segment.start), ("end", segment.end)] {
             if !value.is_finite() || value < 0.0 {
                 return Err(IngestError::InvalidBody(format!(

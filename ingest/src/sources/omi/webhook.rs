@@ -20,7 +20,7 @@ use super::audio::{audio_inbound, check_pcm, parse_sample_rate};
 use super::transcript::validate_segments;
 use crate::error::IngestError;
 use crate::routes::AppState;
-use crate::sources::{Inbound, accept, from_value, parse_json, read_body};
+use crate::sources::{Inbound, accept, check_id, from_value, invalid_field, parse_json, read_body};
 
 /// Audio in the envelope is this rate unless the query says otherwise (Omi's default).
 const DEFAULT_SAMPLE_RATE: u32 = 16_000;
@@ -59,14 +59,7 @@ pub async fn webhook(
     };
     match parse_webhook(&raw, &caller.uid, sample_rate)? {
         Action::Pong => Ok(Json(serde_json::json!({"status": "ok"})).into_response()),
-        Action::Publish(inbound) => {
-            let dedup_body = if inbound.kind == EventKind::OmiAudio {
-                inbound.payload.clone()
-            } else {
-                raw
-            };
-            accept(&state, &headers, &dedup_body, inbound).await
-        }
+        Action::Publish(inbound) => accept(&state, &headers, &raw, inbound).await,
     }
 }
 
@@ -74,28 +67,17 @@ pub async fn webhook(
 pub fn parse_webhook(body: &[u8], uid: &str, sample_rate: u32) -> Result<Action, IngestError> {
     let event: WebhookEvent = parse_json(body)?;
     let uid = uid.to_owned();
-    let memory = |kind: &str, memory: Memory| {
-        let id = Some(format!("{}:{kind}", memory.id));
-        let event = MemoryEvent {
-            kind: kind.to_owned(),
-            memory,
-        };
-        Action::Publish(Inbound::json(
-            EventKind::OmiMemoryEvent,
-            uid.clone(),
-            id,
-            &event,
-        ))
-    };
+    let memory =
+        |kind: &str, memory: Memory| memory_inbound(&uid, kind, memory).map(Action::Publish);
     Ok(match event {
-        WebhookEvent::MemoryCreated { memory: m } => memory("memory_created", m),
+        WebhookEvent::MemoryCreated { memory: m } => memory("memory_created", m)?,
         WebhookEvent::MemoryProcessingStarted { memory: m } => {
-            memory("memory_processing_started", m)
+            memory("memory_processing_started", m)?
         }
         WebhookEvent::ProcessingMemoryStatusChanged { memory: m } => {
-            memory("processing_memory_status_changed", m)
+            memory("processing_memory_status_changed", m)?
         }
-        WebhookEvent::MemoryBackwardSynced { memory: m } => memory("memory_backward_synced", m),
+        WebhookEvent::MemoryBackwardSynced { memory: m } => memory("memory_backward_synced", m)?,
         WebhookEvent::TranscriptSegment { segment } => {
             let batch = segment_batch(segment, &uid)?;
             Action::Publish(Inbound::json(EventKind::OmiTranscript, uid, None, &batch))
@@ -105,6 +87,36 @@ pub fn parse_webhook(body: &[u8], uid: &str, sample_rate: u32) -> Result<Action,
         }
         WebhookEvent::Ping => Action::Pong,
     })
+}
+
+/// A memory lifecycle event of `kind`. Its provider id is the memory's id and the event type
+/// and, for a status change, the status: each status a memory goes through is its own event.
+fn memory_inbound(uid: &str, kind: &str, memory: Memory) -> Result<Inbound, IngestError> {
+    check_id("memory.id", &memory.id)?;
+    let status = match memory.fields.get("status") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(status)) => {
+            check_id("memory.status", status)?;
+            Some(status.as_str())
+        }
+        Some(_) => return Err(invalid_field("memory.status", "expected a string")),
+    };
+    let id = match status {
+        Some(status) if kind == "processing_memory_status_changed" => {
+            format!("{}:{kind}:{status}", memory.id)
+        }
+        _ => format!("{}:{kind}", memory.id),
+    };
+    let event = MemoryEvent {
+        kind: kind.to_owned(),
+        memory,
+    };
+    Ok(Inbound::json(
+        EventKind::OmiMemoryEvent,
+        uid.to_owned(),
+        Some(id),
+        &event,
+    ))
 }
 
 /// `segment{text, start_time, end_time, ...}` as a one-segment batch of session `uid`.
@@ -165,6 +177,21 @@ mod tests {
         let event: MemoryEvent = serde_json::from_slice(&created.payload).unwrap();
         assert_eq!(event.kind, "memory_created");
         assert_eq!(event.memory.fields["text"], "Reviewed the firmware build.");
+    }
+
+    #[test]
+    fn each_status_of_a_memory_is_its_own_event() {
+        let status = |status: &str| {
+            let body = format!(
+                r#"{{"type": "processing_memory_status_changed", "memory": {{"id": "m1", "status": "{status}"}}}}"#
+            );
+            match parse_webhook(body.as_bytes(), "u1", 16_000) {
+                Ok(Action::Publish(inbound)) => inbound.provider_id,
+                _ => panic!("{body} was not published"),
+            }
+        };
+        assert_ne!(status("processing"), status("completed"));
+        assert_eq!(status("completed"), status("completed"));
     }
 
     #[test]
