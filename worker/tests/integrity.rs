@@ -165,7 +165,7 @@ async fn identical_audio_chunks_are_each_stored_unless_they_share_an_idempotency
     let octets = ("content-type", "application/octet-stream".to_owned());
     for _ in 0..3 {
         pipeline
-            .post(&path, &[octets.clone()], silence.clone())
+            .post(&path, std::slice::from_ref(&octets), silence.clone())
             .await;
     }
     let retried = [octets.clone(), ("idempotency-key", "chunk-9".to_owned())];
