@@ -1,6 +1,6 @@
 # The commands of this project. `make run` runs the service locally, `make test` runs every
 # test against the real PostgreSQL and RabbitMQ.
-.PHONY: run test lint fmt services bench
+.PHONY: run test lint fmt services bench policies
 
 run:
 	bash deploy/run-local.sh
@@ -20,3 +20,6 @@ fmt:
 
 bench: services
 	bash deploy/bench.sh
+
+policies:
+	bash deploy/rabbitmq-policies.sh apply

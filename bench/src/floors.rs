@@ -38,11 +38,10 @@ pub async fn serve_http_floor(addr: SocketAddr) -> anyhow::Result<()> {
 pub async fn serve_publish_floor(addr: SocketAddr, broker: BrokerSettings) -> anyhow::Result<()> {
     let topology = Topology::new(&broker);
     let connection = broker::connect(&broker.url, "bench-floor").await?;
-    let channel = connection.create_channel().await?;
+    let channel = topology.declare(&connection).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    topology.declare(&channel).await?;
     let floor = Arc::new(PublishFloor { channel, topology });
     let app = Router::new()
         .route("/healthz", get(|| async { StatusCode::OK }))

@@ -150,8 +150,7 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
 
 async fn open(inner: &Inner) -> lapin::Result<(Connection, Channel)> {
     let connection = broker::connect(&inner.settings.url, "ingest").await?;
-    let channel = connection.create_channel().await?;
-    inner.topology.declare(&channel).await?;
+    let channel = inner.topology.declare(&connection).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;

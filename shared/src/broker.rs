@@ -1,22 +1,35 @@
 //! RabbitMQ: connecting, and the exchanges and queues both processes declare at start.
 //!
 //! Accepted events go to the durable direct exchange `<prefix>.events` and from there to the
-//! quorum queue `<prefix>.events`. The queue redelivers a message at most
-//! `DELIVERY_LIMIT` times; after that the broker moves it, at least once, through the
-//! `<prefix>.dead` exchange to the quorum queue `<prefix>.dead`, where the worker records it as
-//! a dead letter. Declaring is idempotent, so every process declares everything it uses.
+//! quorum queue `<prefix>.events`. Whether an event is poison is the worker's decision, from its
+//! own count of processing failures in Postgres (`DELIVERY_LIMIT`), not the broker's delivery
+//! count, which also counts restarts, kills and consumer timeouts (every RabbitMQ 3.x) and stops
+//! counting requeueing nacks (4.3 and later). The worker rejects a poison message, and the queue
+//! moves it, at least once, through the `<prefix>.dead` exchange to the quorum queue
+//! `<prefix>.dead`, where the worker records it as a dead letter. The queue's own delivery limit
+//! is declared far out of reach ([`BROKER_DELIVERY_LIMIT`]). Declaring is idempotent, so every
+//! process declares everything it uses.
 
 use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 
 use crate::config::BrokerSettings;
 
 /// The routing key of accepted events on the events exchange.
 pub const EVENTS_ROUTING_KEY: &str = "event";
+
+/// The events queue's `x-delivery-limit`: a backstop no restart storm reaches, so the broker
+/// does not dead-letter healthy events by itself. It is declared rather than left out because
+/// RabbitMQ 4 gives a queue without one a limit of 20. A queue declared by an older release
+/// keeps its smaller limit (a policy can only lower it); the worker puts back what such a queue
+/// dead-letters before the worker's own count says it is poison.
+pub const BROKER_DELIVERY_LIMIT: i32 = 1_000_000;
 
 /// The names of everything we declare, derived from the prefix.
 #[derive(Clone, Debug)]
@@ -25,7 +38,6 @@ pub struct Topology {
     pub events_queue: String,
     pub dead_exchange: String,
     pub dead_queue: String,
-    pub delivery_limit: u32,
 }
 
 impl Topology {
@@ -36,12 +48,46 @@ impl Topology {
             events_queue: format!("{prefix}.events"),
             dead_exchange: format!("{prefix}.dead"),
             dead_queue: format!("{prefix}.dead"),
-            delivery_limit: settings.delivery_limit,
         }
     }
 
-    /// Declares the exchanges, queues and bindings; safe to call from every process.
-    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+    /// Declares the exchanges, queues and bindings on a new channel of `connection` and
+    /// returns that channel; safe to call from every process. An events queue that exists with
+    /// other arguments (an older release's `x-delivery-limit`, which RabbitMQ refuses to
+    /// redeclare with PRECONDITION_FAILED) is used as it is, with a warning: the worker's own
+    /// failure count keeps such a queue correct, and the README says how to replace it.
+    pub async fn declare(&self, connection: &Connection) -> lapin::Result<Channel> {
+        self.declare_with_delivery_limit(connection, BROKER_DELIVERY_LIMIT)
+            .await
+    }
+
+    /// [`Self::declare`] with the events queue's `x-delivery-limit` given: releases before
+    /// the worker counted failures itself declared `DELIVERY_LIMIT` there (tests rebuild such
+    /// a queue).
+    pub async fn declare_with_delivery_limit(
+        &self,
+        connection: &Connection,
+        delivery_limit: i32,
+    ) -> lapin::Result<Channel> {
+        let channel = connection.create_channel().await?;
+        match self.declare_on(&channel, Some(delivery_limit)).await {
+            Err(error) if is_precondition_failed(&error) => {
+                tracing::warn!(queue = %self.events_queue, %error, "the events queue exists with other arguments; using it as it is");
+                let channel = connection.create_channel().await?;
+                self.declare_on(&channel, None).await?;
+                Ok(channel)
+            }
+            result => result.map(|()| channel),
+        }
+    }
+
+    /// Declares everything on `channel`; the events queue with `delivery_limit`, or, when
+    /// `None`, passively (it must exist, with whatever arguments it has).
+    async fn declare_on(
+        &self,
+        channel: &Channel,
+        delivery_limit: Option<i32>,
+    ) -> lapin::Result<()> {
         let durable = ExchangeDeclareOptions {
             durable: true,
             ..Default::default()
@@ -66,8 +112,17 @@ impl Topology {
             .await?;
         self.bind(channel, &self.dead_queue, &self.dead_exchange, "")
             .await?;
-        self.declare_quorum_queue(channel, &self.events_queue, self.events_queue_arguments())
-            .await?;
+        match delivery_limit {
+            Some(limit) => {
+                let arguments = self.events_queue_arguments(limit);
+                self.declare_quorum_queue(channel, &self.events_queue, arguments)
+                    .await?
+            }
+            None => {
+                self.declare_existing_queue(channel, &self.events_queue)
+                    .await?
+            }
+        }
         self.bind(
             channel,
             &self.events_queue,
@@ -91,11 +146,11 @@ impl Topology {
         }
     }
 
-    fn events_queue_arguments(&self) -> FieldTable {
+    fn events_queue_arguments(&self, delivery_limit: i32) -> FieldTable {
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-delivery-limit".into(),
-            AMQPValue::LongInt(self.delivery_limit as i32),
+            AMQPValue::LongInt(delivery_limit),
         );
         arguments.insert(
             "x-dead-letter-exchange".into(),
@@ -134,6 +189,17 @@ impl Topology {
             .map(drop)
     }
 
+    async fn declare_existing_queue(&self, channel: &Channel, name: &str) -> lapin::Result<()> {
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(name.into(), passive, FieldTable::default())
+            .await
+            .map(drop)
+    }
+
     async fn bind(
         &self,
         channel: &Channel,
@@ -150,6 +216,57 @@ impl Topology {
                 FieldTable::default(),
             )
             .await
+    }
+}
+
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp) if matches!(
+            amqp.kind(),
+            lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)
+        )
+    )
+}
+
+/// Why a publish did not reach a queue.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker routed the message to no queue")]
+    Unroutable,
+    #[error("the broker refused the message")]
+    Refused,
+}
+
+/// Publishes a persistent message as `mandatory` on a confirm-mode channel and waits for the
+/// confirm: `Ok` only once a queue has it (an unroutable message is returned, not confirmed).
+pub async fn publish_routed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> Result<(), PublishError> {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            payload,
+            properties.with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    match confirm {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable),
+        Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Refused),
     }
 }
 

@@ -107,7 +107,9 @@ pub struct BrokerSettings {
     /// `AMQP_CONFIRM_TIMEOUT_MS` (default 5000): how long ingest waits for the broker's confirm
     /// before answering 503.
     pub confirm_timeout: Duration,
-    /// `DELIVERY_LIMIT` (default 5): deliveries of one message before the queue dead-letters it.
+    /// `DELIVERY_LIMIT` (default 5): failures of an event's own processing, counted by the
+    /// worker in Postgres, after which the worker dead-letters it. Restarts, kills, consumer
+    /// timeouts and database outages never count.
     pub delivery_limit: u32,
 }
 

@@ -103,6 +103,15 @@ impl TestBroker {
         }
     }
 
+    /// A connection to the broker and a channel on it.
+    async fn open_channel(&self) -> (lapin::Connection, lapin::Channel) {
+        let connection = crate::broker::connect(&self.settings.url, "testkit")
+            .await
+            .expect("broker");
+        let channel = connection.create_channel().await.expect("channel");
+        (connection, channel)
+    }
+
     /// Takes the next message off the events queue (acknowledging it), as an envelope.
     pub async fn take_event(&self) -> Option<crate::Envelope> {
         let connection = crate::broker::connect(&self.settings.url, "testkit")
@@ -133,9 +142,8 @@ impl TestBroker {
         let connection = crate::broker::connect(&self.settings.url, "testkit")
             .await
             .expect("broker");
-        let channel = connection.create_channel().await.expect("channel");
         let topology = self.topology();
-        topology.declare(&channel).await.expect("declare");
+        let channel = topology.declare(&connection).await.expect("declare");
         channel
             .confirm_select(lapin::options::ConfirmSelectOptions::default())
             .await
@@ -157,12 +165,60 @@ impl TestBroker {
         let _ = connection.close(200, "done".into()).await;
     }
 
+    /// Takes the next message off the events queue and hands it back unsettled, as a worker
+    /// killed with the message in its prefetch does (its connection closes); false when the
+    /// queue had none.
+    pub async fn take_and_return(&self) -> bool {
+        let (connection, channel) = self.open_channel().await;
+        let queue = self.topology().events_queue;
+        let message = channel
+            .basic_get(
+                queue.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            )
+            .await
+            .expect("basic.get");
+        let _ = connection.close(200, "killed".into()).await;
+        message.is_some()
+    }
+
+    /// Replaces the (empty) events queue with one as a release before the worker's own
+    /// failure count declared it: its `x-delivery-limit` is `DELIVERY_LIMIT`.
+    pub async fn recreate_events_queue_as_older_release(&self) {
+        let (connection, channel) = self.open_channel().await;
+        let queue = self.topology().events_queue;
+        channel
+            .queue_delete(queue.as_str().into(), Default::default())
+            .await
+            .expect("delete the events queue");
+        let limit = self.settings.delivery_limit as i32;
+        self.topology()
+            .declare_with_delivery_limit(&connection, limit)
+            .await
+            .expect("declare");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// Removes the binding from the events exchange to the events queue, so a publish there
+    /// reaches no queue.
+    pub async fn unbind_events_queue(&self) {
+        let (connection, channel) = self.open_channel().await;
+        let topology = self.topology();
+        channel
+            .queue_unbind(
+                topology.events_queue.as_str().into(),
+                topology.events_exchange.as_str().into(),
+                crate::broker::EVENTS_ROUTING_KEY.into(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .expect("unbind");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// Messages ready on the events queue (0 when it was never declared).
     pub async fn events_ready(&self) -> u32 {
-        let connection = crate::broker::connect(&self.settings.url, "testkit")
-            .await
-            .expect("broker");
-        let channel = connection.create_channel().await.expect("channel");
+        let (connection, channel) = self.open_channel().await;
         let passive = lapin::options::QueueDeclareOptions {
             passive: true,
             ..Default::default()

@@ -4,17 +4,23 @@
 //! stored together in one Postgres transaction and acknowledged only after its commit; an idle
 //! queue gives batches of one, so nothing waits for a batch to fill. Several batches are in
 //! flight at once, `WORKER_PREFETCH` messages in all. A failure that passes by itself (Postgres
-//! down) is retried in place, holding the messages, so an outage never burns their delivery
-//! counts. Any other failure takes the batch apart and stores its events one at a time, so one
-//! bad event cannot hold the others back; the bad one is nacked back to the queue, which
-//! dead-letters it after `DELIVERY_LIMIT` deliveries. If the worker dies, every unacknowledged
-//! message is redelivered to another consumer.
+//! down) is retried in place, holding the messages, and never counts against the event. Any
+//! other failure takes the batch apart and stores its events one at a time, so one bad event
+//! cannot hold the others back; the bad one's failure is counted in `processing_failures`, and
+//! it is nacked back to the queue until that count reaches `DELIVERY_LIMIT`, then rejected,
+//! which dead-letters it through `<prefix>.dead`. If the worker dies, every unacknowledged
+//! message is redelivered to another consumer, and that costs the event nothing.
+//!
+//! On shutdown the consumer stops taking messages and stops retrying: what is being stored
+//! finishes, what Postgres cannot take is nacked back to the queue, and whatever is still held
+//! after `SHUTDOWN_TIMEOUT_MS` goes back when the connection closes.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -29,11 +35,14 @@ use tokio::sync::watch;
 use crate::WorkerContext;
 use crate::dead_letters;
 use crate::handlers::{self, HandlerError, Outcome};
+use crate::supervisor::panic_message;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Consumes until `stopping` turns true, reconnecting with backoff whenever the broker is lost.
 pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool>) {
+    // A previous run that panicked left no chance to say it lost its connection.
+    context.broker_connected.store(false, Ordering::SeqCst);
     let mut backoff = Duration::from_millis(100);
     while !*stopping.borrow() {
         match consume(&context, stopping.clone()).await {
@@ -52,13 +61,12 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
 /// One connection's lifetime: declare, consume, and return when it is lost or we stop.
 async fn consume(
     context: &Arc<WorkerContext>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) -> lapin::Result<()> {
     let settings = &context.settings.broker;
     let topology = Topology::new(settings);
     let connection = broker::connect(&settings.url, "worker").await?;
-    let channel = connection.create_channel().await?;
-    topology.declare(&channel).await?;
+    let channel = topology.declare(&connection).await?;
     let prefetch = context.settings.prefetch;
     channel
         .basic_qos(prefetch, BasicQosOptions::default())
@@ -75,43 +83,72 @@ async fn consume(
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    *context.publish_channel.write().expect("channel lock") = Some(publish);
+    let _published = PublishChannel::install(context, publish);
     let dead = connection.create_channel().await?;
     context.broker_connected.store(true, Ordering::SeqCst);
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
-    let mut dead_stopping = stopping.clone();
-    let dead_consumer = tokio::spawn(dead_letters::consume(
-        context.clone(),
-        dead,
-        topology.clone(),
-        async move {
-            let _ = dead_stopping.wait_for(|stop| *stop).await;
-        },
-    ));
-    let stop = async move {
-        let _ = stopping.wait_for(|stop| *stop).await;
-    };
     let batch = context.settings.batch.max(1);
-    consumer
-        .take_until(stop)
+    let events = consumer
+        .take_until(stopped(stopping.clone()))
         .ready_chunks(batch)
-        .for_each_concurrent(usize::from(prefetch).div_ceil(batch), |deliveries| async {
-            let mut taken = Vec::with_capacity(deliveries.len());
-            for delivery in deliveries {
-                match delivery {
-                    Ok(delivery) => taken.extend(take(delivery).await),
-                    Err(error) => tracing::warn!(%error, "consumer error"),
-                }
-            }
-            process(context, taken).await;
-        })
-        .await;
-    *context.publish_channel.write().expect("channel lock") = None;
+        .for_each_concurrent(usize::from(prefetch).div_ceil(batch), |deliveries| {
+            take_and_process(context, deliveries)
+        });
+    let dead_letters =
+        dead_letters::consume(context.clone(), dead, topology, stopped(stopping.clone()));
+    // Boxed: checking these closures' futures for `Send` inside the larger one trips rustc's
+    // higher-ranked lifetime inference.
+    let work = futures_util::future::join(events.boxed(), dead_letters.boxed());
+    tokio::select! {
+        _ = work => {}
+        _ = deadline_after_stop(context, stopping) => {
+            tracing::warn!("shutdown timeout; returning the messages still held to the queue");
+        }
+    }
     let _ = connection
         .close(200, "worker stopping or reconnecting".into())
         .await;
-    let _ = dead_consumer.await;
     Ok(())
+}
+
+/// Resolves once `stopping` turns true.
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Resolves `SHUTDOWN_TIMEOUT_MS` after `stopping` turns true.
+async fn deadline_after_stop(context: &WorkerContext, stopping: watch::Receiver<bool>) {
+    stopped(stopping).await;
+    tokio::time::sleep(context.settings.shutdown_timeout).await;
+}
+
+/// The confirm-mode channel redrives publish on, offered in the context while the connection
+/// lives and withdrawn when this is dropped (a channel keeps its connection open).
+struct PublishChannel<'a>(&'a WorkerContext);
+
+impl<'a> PublishChannel<'a> {
+    fn install(context: &'a WorkerContext, channel: lapin::Channel) -> Self {
+        *context.publish_channel.write().expect("channel lock") = Some(channel);
+        PublishChannel(context)
+    }
+}
+
+impl Drop for PublishChannel<'_> {
+    fn drop(&mut self) {
+        *self.0.publish_channel.write().expect("channel lock") = None;
+    }
+}
+
+/// Reads the deliveries that arrived together, then stores and settles them as one batch.
+async fn take_and_process(context: &Arc<WorkerContext>, deliveries: Vec<lapin::Result<Delivery>>) {
+    let mut taken = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        match delivery {
+            Ok(delivery) => taken.extend(take(delivery).await),
+            Err(error) => tracing::warn!(%error, "consumer error"),
+        }
+    }
+    process(context, taken).await;
 }
 
 /// A message taken off the queue: its event, and the handle that settles it.
@@ -151,6 +188,7 @@ async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) {
     let started = Instant::now();
     match store(context, &envelopes, &ackers).await {
         Ok(outcomes) => settle(context, &envelopes, &ackers, &outcomes, started).await,
+        Err(error) if error.is_transient() => return_all(&ackers, &error).await,
         Err(error) => {
             tracing::warn!(%error, events = envelopes.len(), "a batch failed; storing its events one at a time");
             for (envelope, acker) in envelopes.into_iter().zip(ackers) {
@@ -160,7 +198,8 @@ async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) {
     }
 }
 
-/// Stores one event and settles its message: ack after commit, or nack on failure.
+/// Stores one event and settles its message: ack after commit, else count the failure and
+/// nack it back, or reject it (dead-letter it) once it has failed `DELIVERY_LIMIT` times.
 async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) {
     let Taken { envelope, acker } = taken;
     let (envelopes, ackers) = (
@@ -170,40 +209,84 @@ async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) {
     let started = Instant::now();
     match store(context, envelopes, ackers).await {
         Ok(outcomes) => settle(context, envelopes, ackers, &outcomes, started).await,
-        Err(error) => {
-            tracing::error!(%error, event_id = %envelope.event_id, kind = envelope.kind.as_str(), "event failed; returning it to the queue");
-            metrics::counter!("worker_events_failed_total", "kind" => envelope.kind.as_str())
-                .increment(1);
-            dead_letters::record_failure(&context.pool, envelope.event_id, &error.to_string())
-                .await;
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            };
-            let _ = acker.nack(requeue).await;
+        Err(error) if error.is_transient() => return_all(ackers, &error).await,
+        Err(error) => fail(context, &envelope, acker, &error).await,
+    }
+}
+
+/// Hands messages back to the queue after a failure that is not theirs (Postgres down while
+/// stopping, or the channel gone): nothing is counted against them.
+async fn return_all(ackers: &[Acker], error: &HandlerError) {
+    tracing::warn!(%error, events = ackers.len(), "returning events to the queue untouched");
+    for acker in ackers {
+        let _ = acker.nack(requeue(true)).await;
+    }
+}
+
+/// Counts a failure of the event's own processing and settles its message accordingly.
+async fn fail(context: &WorkerContext, envelope: &Envelope, acker: Acker, error: &HandlerError) {
+    metrics::counter!("worker_events_failed_total", "kind" => envelope.kind.as_str()).increment(1);
+    let limit = context.settings.broker.delivery_limit;
+    let failures =
+        dead_letters::record_failure(&context.pool, envelope.event_id, &error.to_string()).await;
+    let (event_id, kind) = (envelope.event_id, envelope.kind.as_str());
+    match failures {
+        Some(failures) if failures >= limit => {
+            tracing::error!(%error, %event_id, kind, failures, "event failed for the last time; dead-lettering it");
+            let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+        }
+        failures => {
+            tracing::error!(%error, %event_id, kind, ?failures, limit, "event failed; returning it to the queue");
+            let _ = acker.nack(requeue(true)).await;
         }
     }
 }
 
+fn requeue(requeue: bool) -> BasicNackOptions {
+    BasicNackOptions {
+        requeue,
+        ..Default::default()
+    }
+}
+
 /// Stores the events in one transaction, retrying in place while the failure is one that
-/// passes by itself and the messages are still ours to settle.
+/// passes by itself, the messages are still ours to settle and the worker is not stopping.
 async fn store(
     context: &WorkerContext,
     envelopes: &[Envelope],
     ackers: &[Acker],
 ) -> Result<Vec<Outcome>, HandlerError> {
     let mut backoff = Duration::from_millis(100);
+    let mut stopping = context.stopping.clone();
     loop {
-        match handlers::handle_all(&context.pool, envelopes).await {
-            Err(error) if error.is_transient() && ackers.iter().all(Acker::usable) => {
+        match handle_all(context, envelopes).await {
+            Err(error)
+                if error.is_transient()
+                    && ackers.iter().all(Acker::usable)
+                    && !*stopping.borrow() =>
+            {
                 tracing::warn!(%error, events = envelopes.len(), "transient failure; retrying");
                 metrics::counter!("worker_transient_failures_total").increment(1);
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopping.wait_for(|stop| *stop) => {}
+                }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             result => return result,
         }
     }
+}
+
+/// [`handlers::handle_all`], with a panic turned into a failure of these events.
+async fn handle_all(
+    context: &WorkerContext,
+    envelopes: &[Envelope],
+) -> Result<Vec<Outcome>, HandlerError> {
+    AssertUnwindSafe(handlers::handle_all(&context.pool, envelopes))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(&*panic))))
 }
 
 /// Acknowledges stored events' messages, after recording them and waking the delivery loop.

@@ -1,10 +1,14 @@
-//! Postgres: creating the database if it is missing, the connection pool, and migrations.
+//! Postgres: creating the database if it is missing, the connection pool, migrations (waiting
+//! for Postgres to come up), and which errors pass by themselves.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::sync::watch;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -55,4 +59,67 @@ pub async fn migrate(url: &str) -> anyhow::Result<()> {
     MIGRATOR.run(&pool).await?;
     pool.close().await;
     Ok(())
+}
+
+/// Like [`migrate`], but while Postgres is unreachable it logs and retries with backoff until
+/// Postgres answers (`Ok(true)`) or `stopping` turns true first (`Ok(false)`). Any other
+/// failure (a bad URL, a migration that fails) is returned.
+pub async fn migrate_when_reachable(
+    url: &str,
+    mut stopping: watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match migrate(url).await {
+            Ok(()) => return Ok(true),
+            Err(error) if unreachable(&error) => {
+                tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Postgres is unreachable; waiting for it");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping.wait_for(|stop| *stop) => return Ok(false),
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// True when `error` (from [`migrate`]) says Postgres could not be reached or is starting up.
+fn unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        let database = cause.downcast_ref::<sqlx::Error>().or_else(|| {
+            match cause.downcast_ref::<sqlx::migrate::MigrateError>() {
+                Some(sqlx::migrate::MigrateError::Execute(error)) => Some(error),
+                _ => None,
+            }
+        });
+        database.is_some_and(is_transient) || cause.is::<std::io::Error>()
+    })
+}
+
+/// True for failures that pass by themselves: Postgres unreachable, restarting or shutting
+/// down, and serialization failures or deadlocks worth a retry.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    ) || is_transient_code(error)
+}
+
+/// Serialization failures, deadlocks, "the server is shutting down or starting up" and "too
+/// many connections".
+fn is_transient_code(error: &sqlx::Error) -> bool {
+    let Some(code) = error.as_database_error().and_then(|e| e.code()) else {
+        return false;
+    };
+    matches!(
+        &*code,
+        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+    )
 }

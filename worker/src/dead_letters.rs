@@ -1,36 +1,60 @@
-//! Poison messages: events that failed processing `DELIVERY_LIMIT` times are dead-lettered by
-//! RabbitMQ to `<prefix>.dead`; this module records them in Postgres (with the last error the
-//! worker saw) and puts one back on the events exchange when asked to redrive it.
+//! Poison messages: the failures of each event's own processing are counted in
+//! `processing_failures`; the consumer rejects an event once its count reaches
+//! `DELIVERY_LIMIT`, and the queue dead-letters it to `<prefix>.dead`. This module records what
+//! arrives there in `dead_letters` (with the last error the worker saw) and puts one back on
+//! the events exchange when asked to redrive it.
+//!
+//! A message the broker dead-lettered by itself, for its own delivery limit (a queue declared
+//! by an older release with a small `x-delivery-limit`, or RabbitMQ 4's default of 20), while
+//! our count for its event is still below `DELIVERY_LIMIT`, is not poison: it is published
+//! back to the events exchange instead. Every publish here is `mandatory` and confirmed, and
+//! nothing is acked or marked redriven before the confirm.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use serde_json::json;
 use shared::Envelope;
-use shared::broker::{EVENTS_ROUTING_KEY, Topology};
+use shared::broker::{self, EVENTS_ROUTING_KEY, PublishError, Topology};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::WorkerContext;
 
-/// Remembers why an event failed, so its dead letter can say so.
-pub async fn record_failure(pool: &PgPool, event_id: Uuid, error: &str) {
-    let result = sqlx::query(
+/// Counts one failure of the event's own processing and remembers why, so its dead letter can
+/// say so; returns its failures so far, or `None` if Postgres could not take the record.
+pub async fn record_failure(pool: &PgPool, event_id: Uuid, error: &str) -> Option<u32> {
+    let result: Result<i32, _> = sqlx::query_scalar(
         "INSERT INTO processing_failures (event_id, last_error) VALUES ($1, $2)
          ON CONFLICT (event_id) DO UPDATE SET attempts = processing_failures.attempts + 1,
-             last_error = EXCLUDED.last_error, updated_at = now()",
+             last_error = EXCLUDED.last_error, updated_at = now()
+         RETURNING attempts",
     )
     .bind(event_id)
     .bind(error)
-    .execute(pool)
+    .fetch_one(pool)
     .await;
-    if let Err(failure) = result {
-        tracing::warn!(%failure, "could not record the processing failure");
+    match result {
+        Ok(attempts) => Some(attempts.max(0) as u32),
+        Err(failure) => {
+            tracing::warn!(%failure, "could not record the processing failure");
+            None
+        }
     }
+}
+
+/// The failures of `event_id`'s own processing recorded so far.
+async fn failures(pool: &PgPool, event_id: Uuid) -> Result<u32, sqlx::Error> {
+    let attempts: Option<i32> =
+        sqlx::query_scalar("SELECT attempts FROM processing_failures WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(attempts.unwrap_or(0).max(0) as u32)
 }
 
 /// Consumes the dead-letter queue on `channel` until the channel closes or `stop` resolves.
@@ -52,21 +76,26 @@ pub async fn consume(
         .take_until(stop)
         .for_each(|delivery| async {
             if let Ok(delivery) = delivery {
-                settle(&context.pool, delivery).await;
+                settle(&context, &topology, delivery).await;
             }
         })
         .await;
     Ok(())
 }
 
-async fn settle(pool: &PgPool, delivery: Delivery) {
-    match store(pool, &delivery).await {
+/// Records a dead letter, or puts back one the broker dead-lettered too early; acks it after.
+async fn settle(context: &WorkerContext, topology: &Topology, delivery: Delivery) {
+    let result = match too_early(context, &delivery).await {
+        Ok(Some(event_id)) => put_back(context, topology, &delivery, event_id).await,
+        Ok(None) => store(&context.pool, &delivery).await.map_err(Into::into),
+        Err(error) => Err(RedriveError::from(error)),
+    };
+    match result {
         Ok(()) => {
-            metrics::counter!("worker_dead_letters_total").increment(1);
             let _ = delivery.acker.ack(BasicAckOptions::default()).await;
         }
         Err(error) => {
-            tracing::warn!(%error, "could not store a dead letter; it stays on the queue");
+            tracing::warn!(%error, "could not settle a dead letter; it stays on the queue");
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let requeue = BasicNackOptions {
                 requeue: true,
@@ -77,6 +106,77 @@ async fn settle(pool: &PgPool, delivery: Delivery) {
     }
 }
 
+/// The event id of a message the broker dead-lettered for its own delivery limit while our
+/// count of the event's failures is below `DELIVERY_LIMIT`; `None` for a real dead letter.
+async fn too_early(
+    context: &WorkerContext,
+    delivery: &Delivery,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let Some(event_id) = Envelope::from_amqp(&delivery.properties, Vec::new())
+        .ok()
+        .map(|envelope| envelope.event_id)
+    else {
+        return Ok(None);
+    };
+    if last_death_reason(delivery).as_deref() != Some("delivery_limit") {
+        return Ok(None);
+    }
+    let limit = context.settings.broker.delivery_limit;
+    Ok((failures(&context.pool, event_id).await? < limit).then_some(event_id))
+}
+
+/// The reason of the most recent dead-lettering in the `x-death` header (newest first).
+fn last_death_reason(delivery: &Delivery) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(latest) = deaths.as_slice().first()? else {
+        return None;
+    };
+    match latest.inner().get("reason")? {
+        AMQPValue::LongString(reason) => Some(reason.to_string()),
+        AMQPValue::ShortString(reason) => Some(reason.to_string()),
+        _ => None,
+    }
+}
+
+/// Publishes a message the broker dead-lettered too early back to the events exchange.
+async fn put_back(
+    context: &WorkerContext,
+    topology: &Topology,
+    delivery: &Delivery,
+    event_id: Uuid,
+) -> Result<(), RedriveError> {
+    let channel = context
+        .publish_channel()
+        .ok_or(RedriveError::NotConnected)?;
+    let properties = delivery.properties.clone();
+    publish_event(&channel, topology, &delivery.data, properties).await?;
+    tracing::warn!(%event_id, "the broker dead-lettered an event that is not poison; put it back");
+    metrics::counter!("worker_dead_letters_put_back_total").increment(1);
+    Ok(())
+}
+
+/// Publishes to the events exchange, mandatory and confirmed.
+async fn publish_event(
+    channel: &Channel,
+    topology: &Topology,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> Result<(), RedriveError> {
+    broker::publish_routed(
+        channel,
+        &topology.events_exchange,
+        EVENTS_ROUTING_KEY,
+        payload,
+        properties,
+    )
+    .await
+    .map_err(Into::into)
+}
+
+/// Records a real dead letter (once per event until it is redriven).
 async fn store(pool: &PgPool, delivery: &Delivery) -> Result<(), sqlx::Error> {
     let properties = &delivery.properties;
     let envelope = Envelope::from_amqp(properties, Vec::new()).ok();
@@ -103,8 +203,9 @@ async fn store(pool: &PgPool, delivery: &Delivery) -> Result<(), sqlx::Error> {
     .bind(described)
     .bind(&delivery.data)
     .execute(pool)
-    .await
-    .map(drop)
+    .await?;
+    metrics::counter!("worker_dead_letters_total").increment(1);
+    Ok(())
 }
 
 /// Why a redrive did not happen.
@@ -118,11 +219,12 @@ pub enum RedriveError {
     Unreadable,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("broker: {0}")]
-    Broker(#[from] lapin::Error),
+    #[error(transparent)]
+    Publish(#[from] PublishError),
 }
 
-/// Publishes the dead letter `id` back to the events exchange and marks it redriven.
+/// Publishes the dead letter `id` back to the events exchange and, once a queue has confirmed
+/// it, marks it redriven and forgets the event's failures (it is processed anew).
 pub async fn redrive(context: &WorkerContext, id: Uuid) -> Result<(), RedriveError> {
     let mut tx = context.pool.begin().await?;
     let row: Option<(serde_json::Value, Vec<u8>, Option<Uuid>)> = sqlx::query_as(
@@ -136,26 +238,16 @@ pub async fn redrive(context: &WorkerContext, id: Uuid) -> Result<(), RedriveErr
     let channel = context
         .publish_channel()
         .ok_or(RedriveError::NotConnected)?;
-    let topology = Topology::new(&context.settings.broker);
-    let confirm = channel
-        .basic_publish(
-            topology.events_exchange.as_str().into(),
-            EVENTS_ROUTING_KEY.into(),
-            BasicPublishOptions::default(),
-            &payload,
-            properties,
-        )
-        .await?
-        .await?;
-    if !confirm.is_ack() {
-        return Err(RedriveError::NotConnected);
-    }
-    sqlx::query("UPDATE dead_letters SET redriven_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    // Forgotten before the publish, in this transaction: a failure of the redriven message
+    // waits for the commit and then counts from zero; if the publish fails, nothing changes.
     sqlx::query("DELETE FROM processing_failures WHERE event_id = $1")
         .bind(event_id)
+        .execute(&mut *tx)
+        .await?;
+    let topology = Topology::new(&context.settings.broker);
+    publish_event(&channel, &topology, &payload, properties).await?;
+    sqlx::query("UPDATE dead_letters SET redriven_at = now() WHERE id = $1")
+        .bind(id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

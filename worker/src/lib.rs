@@ -12,6 +12,7 @@
 //! - [`db`]: database creation, pool and migrations.
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
+//! - [`supervisor`]: restarting a background task that dies, and reporting it.
 //! - [`settings`]: configuration from the environment.
 
 pub mod api;
@@ -23,6 +24,7 @@ pub mod handlers;
 pub mod outbound;
 pub mod sessions;
 pub mod settings;
+pub mod supervisor;
 pub mod sweeper;
 
 use std::future::Future;
@@ -32,8 +34,10 @@ use std::sync::atomic::AtomicBool;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::settings::WorkerSettings;
+use crate::supervisor::{Task, TaskHealth};
 
 /// What the consumer and the HTTP handlers share.
 pub struct WorkerContext {
@@ -45,47 +49,145 @@ pub struct WorkerContext {
     pub publish_channel: std::sync::RwLock<Option<lapin::Channel>>,
     /// The outbound delivery side: HTTP client, schedule, per-endpoint isolation.
     pub outbound: outbound::Outbound,
+    /// Which background tasks run now (for `/readyz`).
+    pub tasks: Arc<TaskHealth>,
+    /// Turns true when shutdown begins.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl WorkerContext {
     pub fn publish_channel(&self) -> Option<lapin::Channel> {
         self.publish_channel.read().expect("channel lock").clone()
     }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
 }
 
-/// Migrates, then consumes and serves HTTP on `listener` until `shutdown` resolves; in-flight
-/// events finish (and are acknowledged) before it returns.
+/// Serves HTTP on `listener` at once, waits for Postgres and migrates, then consumes until
+/// `shutdown` resolves. Then `/readyz` answers 503, and the events held finish or go back to
+/// the queue within `SHUTDOWN_TIMEOUT_MS` before it returns, even while Postgres is down.
 pub async fn run(
     settings: WorkerSettings,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    db::migrate(&settings.database_url).await?;
+    // The recorder first, so the help text and the first samples are kept.
+    let _ = shared::telemetry::metrics();
+    describe_metrics();
     let pool = db::pool(&settings.database_url, settings.database_max_connections)?;
+    let (stop, stopping) = watch::channel(false);
     let context = Arc::new(WorkerContext {
         outbound: outbound::Outbound::new(&settings.delivery)?,
         settings,
         pool,
         broker_connected: AtomicBool::new(false),
         publish_channel: std::sync::RwLock::new(None),
+        tasks: Default::default(),
+        stopping: stopping.clone(),
     });
-    let (stop, stopping) = watch::channel(false);
-    let consumer = tokio::spawn(consumer::run(context.clone(), stopping.clone()));
-    let sweeper = tokio::spawn(sweeper::run(context.clone(), stopping.clone()));
-    let deliveries = tokio::spawn(outbound::run(context.clone(), stopping.clone()));
     tracing::info!(addr = %listener.local_addr()?, "worker listening");
-    let mut http_stopping = stopping;
-    let server =
-        axum::serve(listener, api::router(context.clone())).with_graceful_shutdown(async move {
-            let _ = http_stopping.wait_for(|stop| *stop).await;
-        });
-    let server = tokio::spawn(server.into_future());
-    shutdown.await;
-    stop.send_replace(true);
-    let _ = consumer.await;
-    let _ = sweeper.await;
-    let _ = deliveries.await;
+    let (server_stop, server_stopping) = watch::channel(false);
+    let server = tokio::spawn(serve(listener, context.clone(), server_stopping));
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        stop.send_replace(true);
+    });
+    let started =
+        db::migrate_when_reachable(&context.settings.database_url, stopping.clone()).await;
+    if let Ok(true) = started {
+        let tasks = start_tasks(&context);
+        let _ = stopping.clone().wait_for(|stop| *stop).await;
+        finish(&context, tasks).await;
+    }
+    signal.abort();
+    server_stop.send_replace(true);
     let _ = server.await;
     context.pool.close().await;
-    Ok(())
+    started.map(drop)
+}
+
+/// The HTTP server, until `stopping` turns true (after the background tasks have finished).
+async fn serve(
+    listener: TcpListener,
+    context: Arc<WorkerContext>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let server = axum::serve(listener, api::router(context)).with_graceful_shutdown(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+    });
+    if let Err(error) = server.await {
+        tracing::error!(%error, "HTTP server failed");
+    }
+}
+
+/// Starts the consumer, the sweeper and the delivery loop, each under supervision.
+fn start_tasks(context: &Arc<WorkerContext>) -> Vec<JoinHandle<()>> {
+    vec![
+        supervised(context, Task::Consumer, consumer::run),
+        supervised(context, Task::Sweeper, sweeper::run),
+        supervised(context, Task::Deliveries, outbound::run),
+    ]
+}
+
+fn supervised<Fut>(
+    context: &Arc<WorkerContext>,
+    task: Task,
+    run: fn(Arc<WorkerContext>, watch::Receiver<bool>) -> Fut,
+) -> JoinHandle<()>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let context = context.clone();
+    tokio::spawn(async move {
+        let (health, faults) = (context.tasks.clone(), context.settings.faults.clone());
+        let stopping = context.stopping.clone();
+        supervisor::supervise(task, health, faults, stopping.clone(), || {
+            run(context.clone(), stopping.clone())
+        })
+        .await
+    })
+}
+
+/// Waits for the tasks to finish; past `SHUTDOWN_TIMEOUT_MS` (and a second's grace for the
+/// consumer to close its connection, which returns what it holds) they are cut short.
+async fn finish(context: &WorkerContext, tasks: Vec<JoinHandle<()>>) {
+    let bound = context.settings.shutdown_timeout + std::time::Duration::from_secs(1);
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let joined = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(bound, joined).await.is_err() {
+        tracing::warn!("background tasks outlived the shutdown timeout; stopping them");
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+}
+
+/// Help text of the metrics of supervision, sweeping and dead-lettering (the recorder shows it
+/// once a metric is set).
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(
+        "worker_task_up",
+        "1 while the background task named by `task` runs, 0 while it is down or restarting"
+    );
+    describe_counter!(
+        "worker_task_restarts_total",
+        "Times a background task died (panicked, or returned while not stopping) and was restarted"
+    );
+    describe_counter!(
+        "worker_sweep_step_failures_total",
+        "Sweep steps that failed, by step; the other steps of the pass still ran"
+    );
+    describe_counter!(
+        "worker_dead_letters_total",
+        "Poison messages recorded in dead_letters"
+    );
+    describe_counter!(
+        "worker_dead_letters_put_back_total",
+        "Messages the broker dead-lettered for its own delivery limit before the worker's count said poison, published back to the events exchange"
+    );
+    describe_counter!(
+        "worker_events_failed_total",
+        "Failures of an event's own processing, counted toward DELIVERY_LIMIT, by kind"
+    );
 }

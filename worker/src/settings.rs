@@ -28,6 +28,13 @@ pub struct WorkerSettings {
     pub session_idle: Duration,
     /// Outbound webhook delivery.
     pub delivery: DeliverySettings,
+    /// `SHUTDOWN_TIMEOUT_MS` (default 10000): after SIGTERM, how long the worker lets the
+    /// events it holds finish; then it returns the rest to the queue (it closes its broker
+    /// connection) and exits, even while Postgres is down.
+    pub shutdown_timeout: Duration,
+    /// Test-only fault injection; inert unless a test arms it.
+    #[doc(hidden)]
+    pub faults: crate::supervisor::Faults,
 }
 
 /// How audio is measured and reported.
@@ -72,6 +79,8 @@ impl WorkerSettings {
                 sweep_interval: env.millis("SWEEP_INTERVAL_MS", 200)?,
             },
             delivery: DeliverySettings::from_env(env)?,
+            shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,
+            faults: Default::default(),
         })
     }
 

@@ -1,7 +1,8 @@
 //! The periodic work of a worker that no message triggers: folding due audio chunks, stopping
 //! idle streams, completing quiet transcript sessions, fanning out outbox rows written without
 //! their deliveries. Safe with any number of workers: each unit of work is claimed with
-//! `FOR UPDATE SKIP LOCKED`, so one worker at a time owns it.
+//! `FOR UPDATE SKIP LOCKED`, so one worker at a time owns it. The steps are independent: one
+//! that fails does not keep the others from running.
 
 use std::sync::Arc;
 
@@ -22,25 +23,42 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
             _ = every.tick() => {}
             _ = stopping.wait_for(|stop| *stop) => return,
         }
-        match sweep(&context).await {
-            // Levels, status changes, completed sessions or deliveries may be new.
-            Ok(units) if units > 0 => context.outbound.wake.notify_one(),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "sweep failed; retrying next tick"),
+        // Levels, status changes, completed sessions or deliveries may be new.
+        if sweep(&context).await > 0 {
+            context.outbound.wake.notify_one();
         }
     }
 }
 
 /// One pass; returns how many units of work it did (streams folded or stopped, sessions
-/// completed, outbox rows fanned out).
-async fn sweep(context: &WorkerContext) -> Result<usize, sqlx::Error> {
-    let settings = &context.settings.audio;
-    let folded = stream::fold_due(&context.pool, settings).await?;
-    let stopped = stream::stop_idle(&context.pool, settings).await?;
-    let completed = sessions::complete_idle(&context.pool, context.settings.session_idle).await?;
-    let caught_up = dispatch::fan_out(&context.pool).await?.events;
+/// completed, outbox rows fanned out). Each step runs whatever the others did: one that fails
+/// is logged, counts as no work, and is tried again next tick.
+async fn sweep(context: &WorkerContext) -> usize {
+    let (pool, audio) = (&context.pool, &context.settings.audio);
+    let folded = step("fold_due", stream::fold_due(pool, audio)).await;
+    let stopped = step("stop_idle", stream::stop_idle(pool, audio)).await;
+    let idle = context.settings.session_idle;
+    let completed = step("complete_idle", sessions::complete_idle(pool, idle)).await;
+    let caught_up = step("fan_out", async {
+        dispatch::fan_out(pool)
+            .await
+            .map(|fanned| fanned.events as usize)
+    })
+    .await;
     if caught_up > 0 {
-        outbound::metrics::caught_up(caught_up);
+        outbound::metrics::caught_up(caught_up as _);
     }
-    Ok(folded + stopped + completed + caught_up as usize)
+    folded + stopped + completed + caught_up
+}
+
+/// Runs one sweep step; its error is logged (with the step's name) and counts as no work.
+async fn step(
+    name: &'static str,
+    work: impl std::future::Future<Output = Result<usize, sqlx::Error>>,
+) -> usize {
+    work.await.unwrap_or_else(|error| {
+        tracing::warn!(%error, step = name, "sweep step failed; retrying next tick");
+        metrics::counter!("worker_sweep_step_failures_total", "step" => name).increment(1);
+        0
+    })
 }

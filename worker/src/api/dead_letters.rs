@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use shared::broker::PublishError;
+
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::dead_letters::{self, RedriveError};
@@ -73,6 +75,12 @@ async fn redrive(
         Err(RedriveError::NotConnected) => {
             Err(ApiError::Unavailable("not connected to the broker".into()))
         }
+        Err(RedriveError::Publish(PublishError::Unroutable)) => Err(ApiError::Unavailable(
+            "the events exchange routed the message to no queue; it stays a dead letter".into(),
+        )),
+        Err(RedriveError::Publish(_)) => Err(ApiError::Unavailable(
+            "the broker did not confirm the message; it stays a dead letter".into(),
+        )),
         Err(other) => Err(ApiError::Internal(other.into())),
     }
 }

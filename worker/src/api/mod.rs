@@ -17,12 +17,13 @@ pub use error::ApiError;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use serde::Serialize;
+use serde_json::json;
 use shared::http::{WORKER_OPENAPI, error_response, healthz, metrics, openapi_response};
 
 use crate::WorkerContext;
@@ -53,21 +54,28 @@ pub struct Page<T: Serialize> {
     pub next: Option<String>,
 }
 
-/// `GET /readyz`: 200 only when both the broker and the database are reachable.
+/// How long `/readyz` waits for Postgres to answer.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `GET /readyz`: 200 `{"status":"ready"}` only when the worker is not stopping, the broker
+/// and the database are reachable and every background task runs; else 503 with
+/// `{"status":"not_ready","stopping","broker","database","tasks_down":[names]}`, which says
+/// what is wrong without any internal error text.
 async fn readyz(State(context): State<Arc<WorkerContext>>) -> Response {
-    if !context.broker_connected.load(Ordering::SeqCst) {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "not connected to the broker",
-        );
+    let stopping = context.is_stopping();
+    let broker = context.broker_connected.load(Ordering::SeqCst);
+    let probe = sqlx::query("SELECT 1").execute(&context.pool);
+    let database = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)));
+    let tasks_down = context.tasks.down();
+    if !stopping && broker && database && tasks_down.is_empty() {
+        return Json(json!({"status": "ready"})).into_response();
     }
-    match sqlx::query("SELECT 1").execute(&context.pool).await {
-        Ok(_) => "ready".into_response(),
-        Err(error) => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("database unreachable: {error}"),
-        ),
-    }
+    let body = json!({
+        "status": "not_ready",
+        "stopping": stopping,
+        "broker": if broker { "up" } else { "down" },
+        "database": if database { "up" } else { "down" },
+        "tasks_down": tasks_down,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }

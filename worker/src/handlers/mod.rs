@@ -34,37 +34,19 @@ pub enum HandlerError {
     Database(#[from] sqlx::Error),
     #[error("payload of {kind:?} cannot be read: {problem}")]
     BadPayload { kind: EventKind, problem: String },
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
 }
 
 impl HandlerError {
     /// True for failures that pass by themselves (Postgres down or restarting): the event is
-    /// retried in place instead of counting towards the dead-letter limit.
+    /// retried in place instead of counting as a failure of its own processing.
     pub fn is_transient(&self) -> bool {
         match self {
-            HandlerError::Database(error) => {
-                matches!(
-                    error,
-                    sqlx::Error::Io(_)
-                        | sqlx::Error::PoolTimedOut
-                        | sqlx::Error::PoolClosed
-                        | sqlx::Error::Protocol(_)
-                        | sqlx::Error::WorkerCrashed
-                ) || is_transient_database_code(error)
-            }
+            HandlerError::Database(error) => crate::db::is_transient(error),
             _ => false,
         }
     }
-}
-
-/// Serialization failures, deadlocks and "the server is shutting down" are worth a retry.
-fn is_transient_database_code(error: &sqlx::Error) -> bool {
-    let Some(code) = error.as_database_error().and_then(|e| e.code()) else {
-        return false;
-    };
-    matches!(
-        &*code,
-        "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
-    )
 }
 
 /// Stores each event exactly once, all in one transaction; the outcomes are in `envelopes`'

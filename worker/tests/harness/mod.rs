@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use ingest::settings::IngestSettings;
 use serde_json::{Value, json};
-use shared::testkit::{Spawned, TestBroker, TestDatabase, eventually};
+use shared::testkit::{Spawned, TcpProxy, TestBroker, TestDatabase, eventually};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -191,15 +191,43 @@ impl TestWorker {
 }
 
 async fn spawn(settings: WorkerSettings) -> Spawned {
-    let service =
-        Spawned::start(|listener, shutdown| worker::run(settings, listener, shutdown)).await;
+    let service = spawn_unready(settings).await;
+    wait_ready(&service).await;
+    service
+}
+
+/// Starts a worker without waiting for it to be ready.
+pub async fn spawn_unready(settings: WorkerSettings) -> Spawned {
+    Spawned::start(|listener, shutdown| worker::run(settings, listener, shutdown)).await
+}
+
+/// Waits (generously) until the worker's `/readyz` answers 200.
+pub async fn wait_ready(service: &Spawned) {
     let client = reqwest::Client::new();
     eventually(20, "worker ready", || async {
         let response = client.get(service.url("/readyz")).send().await.ok()?;
         response.status().is_success().then_some(())
     })
     .await;
-    service
+}
+
+/// `GET /readyz`: its status and JSON body.
+pub async fn readiness(service: &Spawned) -> (u16, Value) {
+    let response = reqwest::get(service.url("/readyz")).await.expect("readyz");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A migrated database of the test's own, and a proxy the test owns in front of Postgres;
+/// the URL reaches the database through the proxy.
+pub async fn database_behind_proxy() -> (TestDatabase, TcpProxy, String) {
+    let database = TestDatabase::new();
+    worker::db::migrate(&database.url).await.expect("migrate");
+    let server = shared::testkit::postgres_server_url();
+    let (scheme_and_user, host_port) = server.rsplit_once('@').expect("user@host:port");
+    let proxy = TcpProxy::start(host_port).await;
+    let url = format!("{scheme_and_user}@{}/{}", proxy.addr, database.name);
+    (database, proxy, url)
 }
 
 /// How the receiver answers one request.
