@@ -10,8 +10,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use harness::{Received, Receiver, Reply, TestWorker};
 use hmac::{Hmac, Mac};
 use serde_json::json;
-use shared::testkit::{ProxyMode, TcpProxy};
 use sha2::Sha256;
+use shared::testkit::{ProxyMode, TcpProxy};
 use worker::outbound::outbox::EventType;
 
 // Independent implementations of both signature schemes, straight from their specifications.
