@@ -132,12 +132,13 @@ async fn chunks_seen_out_of_order_by_two_workers_are_folded_in_ingest_order() {
     pipeline.broker.publish_all(&envelopes).await;
     let windows = levels_of(&pipeline, "u1", expected.len()).await;
     assert_windows(&windows, &expected);
-    assert_eq!(
-        pipeline
-            .count("SELECT count(*) FROM audio_chunks WHERE folded_at IS NULL")
-            .await,
-        0
-    );
+    // The last chunks (a few ms younger) may fold a pass after the windows are there.
+    pipeline
+        .wait_for_count(
+            "SELECT count(*) FROM audio_chunks WHERE folded_at IS NULL",
+            0,
+        )
+        .await;
 }
 
 #[tokio::test]
