@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::PgPool;
 
@@ -95,7 +95,7 @@ pub struct Deliveries {
     pub dead_lettered: u64,
     pub outbound_events: u64,
     pub delivered: u64,
-    /// Answered 200 more than once, the first time not just before a worker was killed.
+    /// Answered 200 more than once, with no worker killed between the first two answers.
     pub delivered_twice: u64,
     /// Answered 200 again after the worker that sent it was killed before it could record the
     /// answer: at-least-once delivery, the same `webhook-id` both times.
@@ -122,10 +122,6 @@ impl Tally {
 
 /// When each `webhook-id` was answered 200 by the receiver.
 pub type Received = HashMap<String, Vec<Instant>>;
-
-/// How long before a worker's SIGKILL an answer may come and still be one the worker never
-/// recorded: its attempts take milliseconds.
-const KILLED_MID_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Counts the run from Postgres and from what the receiver got; `kills`: when workers were
 /// killed.
@@ -174,12 +170,11 @@ async fn copies(pool: &PgPool, queries: &[&str]) -> anyhow::Result<HashMap<Strin
     Ok(copies)
 }
 
-/// Whether the first of several answers came just before a worker was killed.
+/// Whether a worker was killed between the first two answers: the worker that sent the first
+/// died before recording it, and its lease ran out.
 fn killed_mid_attempt(answers: &[Instant], kills: &[Instant]) -> bool {
-    let first = answers[0];
-    kills
-        .iter()
-        .any(|&kill| kill >= first && kill - first <= KILLED_MID_ATTEMPT)
+    let (first, second) = (answers[0], answers[1]);
+    kills.iter().any(|&kill| first <= kill && kill <= second)
 }
 
 async fn deliveries(

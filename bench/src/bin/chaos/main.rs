@@ -84,7 +84,7 @@ impl Plan {
         }
     }
 
-    /// About 90 s for `make test`, with settings the current code survives: memory status
+    /// About 75 s for `make test`, with settings the current code survives: memory status
     /// changes carry an `Idempotency-Key` (without one, the second status of a memory is
     /// dropped as a duplicate of the first, issue 11 item 2), and a delivery limit high enough
     /// that returns of messages on kills and cuts never dead-letter a healthy event (RabbitMQ
@@ -101,7 +101,7 @@ impl Plan {
                 receiver_down: Duration::from_secs(8),
                 calm: Duration::from_secs(3),
             },
-            delivery_window: Duration::from_secs(30),
+            delivery_window: Duration::from_secs(60),
             style: Style {
                 keyed_status_changes: true,
             },
