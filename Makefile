@@ -1,6 +1,7 @@
 # The commands of this project. `make run` runs the service locally, `make test` runs every
-# test against the real PostgreSQL and RabbitMQ.
-.PHONY: run test lint fmt services bench policies
+# test against the real PostgreSQL and RabbitMQ, then the short chaos run; `make chaos` runs
+# the full one against the release builds.
+.PHONY: run test lint fmt services bench chaos policies
 
 run:
 	bash deploy/run-local.sh
@@ -10,6 +11,8 @@ services:
 
 test: services
 	cargo test --workspace --all-targets
+	cargo build --bins
+	target/debug/chaos --short
 
 lint:
 	cargo fmt --all -- --check
@@ -20,6 +23,10 @@ fmt:
 
 bench: services
 	bash deploy/bench.sh
+
+chaos: services
+	cargo build --release --bins
+	target/release/chaos
 
 policies:
 	bash deploy/rabbitmq-policies.sh apply

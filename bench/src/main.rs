@@ -18,11 +18,10 @@ mod deliveries;
 mod end_to_end;
 mod floors;
 mod ingest;
-mod load;
-mod process;
 mod report;
 mod requests;
-mod stack;
+
+use bench::{load, stack};
 
 use std::time::Duration;
 

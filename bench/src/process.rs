@@ -100,6 +100,11 @@ impl Service {
         Some(ticks as f64 / 100.0)
     }
 
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
     /// Stops the process with SIGTERM (a graceful stop), or kills it after 10 s.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {

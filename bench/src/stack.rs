@@ -1,6 +1,7 @@
-//! Starting what a benchmark measures, each on its own queue prefix and database so runs never
+//! Starting what a benchmark (or a chaos run) drives, each on its own queue prefix and database so runs never
 //! see each other's messages or rows, and removing both afterwards.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use lapin::options::{QueueDeclareOptions, QueuePurgeOptions};
@@ -92,19 +93,53 @@ impl Stack {
                 let args = ["floor", kind, addr_arg.as_str()];
                 Service::start(kind, &bench, &args, &broker, addr, "/healthz", &self.logs).await
             }
-            Server::Ingest => {
-                let mut env = broker.to_vec();
-                env.push(("INGEST_ADDR", addr.to_string()));
-                env.push(("OMI_KEYS", OMI_KEY.to_string()));
-                let program = binary("ingest")?;
-                Service::start("ingest", &program, &[], &env, addr, "/readyz", &self.logs).await
-            }
+            Server::Ingest => self.start_ingest_at(isolation, addr, &[]).await,
         }
+    }
+
+    /// Starts ingest on `addr` under `isolation`'s prefix with the Omi key, then `extra`
+    /// (which overrides).
+    pub async fn start_ingest_at(
+        &self,
+        isolation: &Isolation,
+        addr: SocketAddr,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
+        let env = [
+            ("AMQP_URL", self.amqp_url.clone()),
+            ("QUEUE_PREFIX", isolation.prefix.clone()),
+            ("INGEST_ADDR", addr.to_string()),
+            ("OMI_KEYS", OMI_KEY.to_string()),
+        ];
+        self.start_binary("ingest", addr, &env, extra).await
+    }
+
+    /// Starts the workspace binary `name` on `addr` with `env`, then `extra` (which overrides),
+    /// and waits until it is ready.
+    async fn start_binary(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        env: &[(&str, String)],
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
+        let env = [env, extra].concat();
+        let program = binary(name)?;
+        Service::start(name, &program, &[], &env, addr, "/readyz", &self.logs).await
     }
 
     /// Starts a worker on `isolation`'s prefix and a database of the same name.
     pub async fn start_worker(&self, isolation: &Isolation) -> anyhow::Result<Service> {
-        let addr = free_addr()?;
+        self.start_worker_at(isolation, free_addr()?, &[]).await
+    }
+
+    /// Starts a worker on `addr`, like [`Self::start_worker`], with `extra` (which overrides).
+    pub async fn start_worker_at(
+        &self,
+        isolation: &Isolation,
+        addr: SocketAddr,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Service> {
         let env = [
             ("AMQP_URL", self.amqp_url.clone()),
             ("QUEUE_PREFIX", isolation.prefix.clone()),
@@ -113,8 +148,7 @@ impl Stack {
             ("ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
             ("ALLOWED_TARGET_CIDRS", "127.0.0.0/8".to_string()),
         ];
-        let program = binary("worker")?;
-        Service::start("worker", &program, &[], &env, addr, "/readyz", &self.logs).await
+        self.start_binary("worker", addr, &env, extra).await
     }
 
     pub fn database_url(&self, isolation: &Isolation) -> String {

@@ -11,6 +11,7 @@ use harness::{Received, Receiver, Reply, TestWorker};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
+use shared::testkit::{ProxyMode, TcpProxy};
 use worker::outbound::outbox::EventType;
 
 // Independent implementations of both signature schemes, straight from their specifications.
@@ -397,4 +398,32 @@ async fn a_row_written_without_deliveries_is_delivered_by_the_sweep() {
 
     let request = receiver.next().await;
     assert_eq!(request.header("x-webhook-event"), "audio.level");
+}
+
+/// Postgres goes away while the receiver is answering: the worker records the answer once
+/// Postgres is back, within the claim's lease, instead of leaving the lease to expire and
+/// sending the delivery a second time.
+#[tokio::test]
+async fn an_answer_is_recorded_after_a_postgres_outage_and_not_sent_again() {
+    let database = TcpProxy::start("127.0.0.1:5432").await;
+    let proxied = database.addr.to_string();
+    let worker = TestWorker::start_with(|settings| {
+        settings.database_url = settings.database_url.replace("127.0.0.1:5432", &proxied);
+    })
+    .await;
+    let slow_ok = Reply::status(200).after(Duration::from_millis(800));
+    let mut receiver = Receiver::scripted(vec![], slow_ok).await;
+    let endpoint = worker.endpoint_for(&receiver).await;
+    let event = worker.emit(EventType::AudioLevel, json!({})).await;
+
+    receiver.next().await;
+    database.set_mode(ProxyMode::Cut);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    database.set_mode(ProxyMode::Open);
+
+    let delivery = worker
+        .delivery_with_status(event, &endpoint, "succeeded")
+        .await;
+    assert_eq!(delivery["attempt_count"], 1, "{delivery}");
+    assert!(receiver.drain(Duration::from_secs(2)).await.is_empty());
 }

@@ -3,10 +3,12 @@
 //!
 //! Ordering: every change to a stream happens in a transaction that holds its `audio_streams`
 //! row lock, taken with `FOR UPDATE SKIP LOCKED`, so one worker at a time owns a uid and others
-//! move on. Chunks are folded by `(received_at, event_id)` once they are `AUDIO_REORDER_MS` old,
-//! so chunks that workers stored concurrently are all visible, and folded in ingest's order. A
-//! chunk that commits later than that is still folded, at the end of the stream, and counted
-//! in `audio_chunks_late_total`.
+//! move on. Only chunks accepted before one cut, `AUDIO_REORDER_MS` ago, are folded, by
+//! `(received_at, event_id)`: a younger chunk waits for a later pass even when older ones of its
+//! uid are due, so chunks that workers stored concurrently are all visible before any later
+//! chunk is folded, and are folded in ingest's order. A chunk that commits later than that is
+//! still folded, at the end of the stream, and counted in `audio_chunks_late_total`. Streams
+//! stop only once every chunk of the uid is folded, so the flush at the end takes them all.
 
 use chrono::{DateTime, Duration as Span, Utc};
 use serde_json::json;
@@ -44,11 +46,14 @@ struct Chunk {
 
 /// Folds the due chunks of every uid this worker can lock; returns how many uids it folded.
 pub async fn fold_due(pool: &PgPool, settings: &AudioSettings) -> Result<usize, sqlx::Error> {
+    let cut: DateTime<Utc> = sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
+        .bind(settings.reorder_delay.as_secs_f64())
+        .fetch_one(pool)
+        .await?;
     let uids: Vec<String> = sqlx::query_scalar(
-        "SELECT DISTINCT uid FROM audio_chunks
-         WHERE folded_at IS NULL AND received_at <= now() - make_interval(secs => $1)",
+        "SELECT DISTINCT uid FROM audio_chunks WHERE folded_at IS NULL AND received_at <= $1",
     )
-    .bind(settings.reorder_delay.as_secs_f64())
+    .bind(cut)
     .fetch_all(pool)
     .await?;
     let mut folded = 0;
@@ -59,7 +64,7 @@ pub async fn fold_due(pool: &PgPool, settings: &AudioSettings) -> Result<usize, 
             .execute(&mut *tx)
             .await?;
         if let Some(mut stream) = lock(&mut tx, &uid).await? {
-            fold_chunks(&mut tx, &mut stream, settings).await?;
+            fold_chunks(&mut tx, &mut stream, cut, settings).await?;
             folded += 1;
         }
         tx.commit().await?;
@@ -99,16 +104,20 @@ async fn lock(
         .await
 }
 
+/// Folds the uid's unfolded chunks accepted at or before `cut`, in ingest's order.
 async fn fold_chunks(
     tx: &mut Transaction<'_, Postgres>,
     stream: &mut Stream,
+    cut: DateTime<Utc>,
     settings: &AudioSettings,
 ) -> Result<(), sqlx::Error> {
     let chunks: Vec<Chunk> = sqlx::query_as(
         "SELECT event_id, received_at, sample_rate, pcm FROM audio_chunks
-         WHERE uid = $1 AND folded_at IS NULL ORDER BY received_at, event_id",
+         WHERE uid = $1 AND folded_at IS NULL AND received_at <= $2
+         ORDER BY received_at, event_id",
     )
     .bind(&stream.uid)
+    .bind(cut)
     .fetch_all(&mut **tx)
     .await?;
     for chunk in &chunks {

@@ -147,8 +147,33 @@ pub async fn attempt(
         jitter(),
     );
     super::metrics::attempted(&report, decision);
-    record(pool, claimed, &report, decision).await?;
+    record_within_lease(pool, claimed, &report, decision).await?;
     Ok(Some(report))
+}
+
+/// Records the outcome, retrying while Postgres is unreachable until the claim's lease runs
+/// out: an attempt the receiver answered but nobody recorded is sent again when the lease
+/// expires, so a Postgres blip right after an attempt would otherwise deliver it twice.
+async fn record_within_lease(
+    pool: &PgPool,
+    claimed: &Claimed,
+    report: &Report,
+    decision: Decision,
+) -> anyhow::Result<()> {
+    let lease = chrono::Duration::milliseconds((claimed.timeout_ms + LEASE_MARGIN_MS) as i64);
+    let lease_ends = report.attempted_at + lease;
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        let Err(error) = record(pool, claimed, report, decision).await else {
+            return Ok(());
+        };
+        let error = crate::handlers::HandlerError::Database(error);
+        if !error.is_transient() || Utc::now() + pause >= lease_ends {
+            return Err(error.into());
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+    }
 }
 
 fn target(claimed: &Claimed, now: DateTime<Utc>) -> Target {
