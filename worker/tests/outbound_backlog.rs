@@ -1,7 +1,7 @@
 //! A deep backlog behind one endpoint costs the others nothing: with 20,000 due deliveries of an
 //! endpoint the loop may not send to (circuit open, or disabled), one claim returns a healthy
-//! endpoint's due deliveries, and the claim and the next-due lookup read a number of rows and
-//! buffers that does not grow with the backlog. Measured with `EXPLAIN (ANALYZE, BUFFERS)` on the
+//! endpoint's due deliveries, and the claim, the next-due lookup and the pending gauge read a
+//! number of rows and buffers that does not grow with the backlog. Measured with `EXPLAIN (ANALYZE, BUFFERS)` on the
 //! very statements the delivery loop runs, not with a clock.
 
 mod harness;
@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgArguments;
 use uuid::Uuid;
 use worker::outbound::claim::{self, CLAIM, NEXT_DUE};
+use worker::outbound::counts;
 use worker::outbound::isolation::Room;
 
 const BACKLOG: i64 = 20_000;
@@ -207,4 +208,20 @@ async fn the_next_due_lookup_beside_a_blocked_backlog_reads_a_bounded_number_of_
         (290..=300).contains(&in_seconds),
         "the healthy endpoint's next delivery, not the backlog's: in {in_seconds} s"
     );
+}
+
+#[tokio::test]
+async fn the_pending_gauge_beside_a_backlog_reads_a_bounded_number_of_rows() {
+    let backlog = Backlog::new(3).await;
+    let pool = &backlog.worker.pool;
+    for fold in [false, true] {
+        if fold {
+            counts::fold(pool).await.unwrap();
+        }
+        explain(pool, counts::PENDING, PgArguments::default())
+            .await
+            .assert_bounded(&format!("the pending gauge (folded: {fold})"));
+        let pending = counts::pending(pool).await.unwrap();
+        assert_eq!(pending, BACKLOG + 3 + 1);
+    }
 }

@@ -23,6 +23,7 @@
 //! the sleep when a wake-up is lost.
 
 pub mod claim;
+pub mod counts;
 pub mod deliver;
 pub mod dispatch;
 pub mod endpoint;

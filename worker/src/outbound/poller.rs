@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::claim::{self, Claimed};
-use super::{deliver, metrics};
+use super::{counts, deliver, metrics};
 use crate::WorkerContext;
 
 /// The shortest sleep between two passes, so a due but unclaimable delivery cannot spin.
@@ -153,12 +153,9 @@ async fn listen(context: &WorkerContext) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// Sets the pending gauge from the kept counts ([`super::counts`]): no delivery is counted.
 async fn refresh_gauge(context: &WorkerContext) {
-    let pending: Result<i64, _> =
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'")
-            .fetch_one(&context.pool)
-            .await;
-    if let Ok(count) = pending {
+    if let Ok(count) = counts::pending(&context.pool).await {
         metrics::pending(count);
     }
 }
