@@ -31,18 +31,12 @@ CREATE TABLE delivery_count_changes (
 INSERT INTO delivery_counts (endpoint_id, status, count)
 SELECT endpoint_id, status, count(*) FROM deliveries GROUP BY endpoint_id, status;
 
-CREATE FUNCTION deliveries_counted_in() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Inserted rows count +1 each, deleted ones -1 (the trigger's argument), per endpoint and status.
+CREATE FUNCTION deliveries_counted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO delivery_count_changes (endpoint_id, status, delta)
-    SELECT endpoint_id, status, count(*) FROM new_rows GROUP BY endpoint_id, status;
-    RETURN NULL;
-END;
-$$;
-
-CREATE FUNCTION deliveries_counted_out() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO delivery_count_changes (endpoint_id, status, delta)
-    SELECT endpoint_id, status, -count(*) FROM old_rows GROUP BY endpoint_id, status;
+    SELECT endpoint_id, status, count(*) * TG_ARGV[0]::int FROM changed_rows
+    GROUP BY endpoint_id, status;
     RETURN NULL;
 END;
 $$;
@@ -58,11 +52,11 @@ END;
 $$;
 
 CREATE TRIGGER deliveries_counted_in AFTER INSERT ON deliveries
-    REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_counted_in();
+    REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_counted('1');
 CREATE TRIGGER deliveries_counted_out AFTER DELETE ON deliveries
-    REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_counted_out();
+    REFERENCING OLD TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION deliveries_counted('-1');
 CREATE TRIGGER deliveries_counted_moved AFTER UPDATE OF status ON deliveries
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
     EXECUTE FUNCTION deliveries_counted_moved();

@@ -130,14 +130,7 @@ async fn blocked_endpoints_are_not_claimed_and_repeated_fan_out_adds_nothing() {
 
 /// Two endpoints with `due` deliveries each, due a second apart in insertion order.
 async fn two_endpoints_with_due(due: i64) -> (TestWorker, Vec<uuid::Uuid>) {
-    let mut worker = TestWorker::start().await;
-    for n in 0..2 {
-        let url = format!("http://127.0.0.1:9/hook-{n}");
-        worker
-            .create_endpoint(json!({"url": url, "event_types": ["*"]}))
-            .await;
-    }
-    worker.stop().await;
+    let (worker, endpoints) = TestWorker::stopped_with_endpoints(2).await;
     for n in 0..due {
         worker.emit(EventType::AudioLevel, json!({"n": n})).await;
     }
@@ -149,10 +142,6 @@ async fn two_endpoints_with_due(due: i64) -> (TestWorker, Vec<uuid::Uuid>) {
     .execute(&worker.pool)
     .await
     .unwrap();
-    let endpoints = sqlx::query_scalar("SELECT id FROM endpoints ORDER BY id")
-        .fetch_all(&worker.pool)
-        .await
-        .unwrap();
     (worker, endpoints)
 }
 

@@ -42,19 +42,8 @@ async fn run(pool: &PgPool, statement: &str) {
 
 #[tokio::test]
 async fn kept_counts_agree_with_counting_through_every_kind_of_change() {
-    let mut worker = TestWorker::start().await;
-    for n in 0..2 {
-        let url = format!("http://127.0.0.1:9/hook-{n}");
-        worker
-            .create_endpoint(json!({"url": url, "event_types": ["*"]}))
-            .await;
-    }
-    worker.stop().await;
+    let (worker, endpoints) = TestWorker::stopped_with_endpoints(2).await;
     let pool = &worker.pool;
-    let endpoints: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM endpoints ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .unwrap();
     for n in 0..5 {
         worker.emit(EventType::AudioLevel, json!({"n": n})).await;
     }
