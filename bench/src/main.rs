@@ -2,7 +2,8 @@
 //! with local PostgreSQL and RabbitMQ, and the markdown they report.
 //!
 //! ```text
-//! bench run [ingest] [end-to-end] [deliveries]   measure (all three by default), print markdown
+//! bench run [ingest] [end-to-end] [deliveries] [backlog]
+//!                                                measure (all four by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
@@ -14,6 +15,7 @@
 //! figure is the median over the runs. Logs of the processes go to `BENCH_LOGS`
 //! (default `target/bench-logs`).
 
+mod backlog;
 mod deliveries;
 mod end_to_end;
 mod floors;
@@ -85,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench run [ingest] [end-to-end] [deliveries] | bench floor http|publish ADDR"
+            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] | bench floor http|publish ADDR"
         ),
     }
 }
@@ -132,6 +134,11 @@ async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         out.push_str("## Outbound deliveries, one worker\n\n");
         let runs = deliveries::measure(&stack, &plan).await?;
         out.push_str(&deliveries::table(&runs));
+    }
+    if wants("backlog") {
+        out.push_str("## One endpoint beside a dead endpoint's backlog, one worker\n\n");
+        let runs = backlog::measure(&stack, &plan).await?;
+        out.push_str(&backlog::table(&runs));
     }
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! The periodic work of a worker that no message triggers: folding due audio chunks, stopping
 //! idle streams, completing quiet transcript sessions, fanning out outbox rows written without
-//! their deliveries. Safe with any number of workers: each unit of work is claimed with
+//! their deliveries, and folding the delivery counts' changes ([`outbound::counts`]). Safe with any number of workers: each unit of work is claimed with
 //! `FOR UPDATE SKIP LOCKED`, so one worker at a time owns it. The steps are independent: one
 //! that fails does not keep the others from running.
 
@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use crate::WorkerContext;
 use crate::audio::stream;
-use crate::outbound::{self, dispatch};
+use crate::outbound::{self, counts, dispatch};
 use crate::sessions;
 
 /// Sweeps every `SWEEP_INTERVAL_MS` until `stopping` turns true.
@@ -48,6 +48,8 @@ async fn sweep(context: &WorkerContext) -> usize {
     if caught_up > 0 {
         outbound::metrics::caught_up(caught_up as _);
     }
+    // Counts are bookkeeping: folding them is no work for the delivery loop.
+    step("fold_counts", counts::fold(pool)).await;
     folded + stopped + completed + caught_up
 }
 

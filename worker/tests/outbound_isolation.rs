@@ -80,3 +80,37 @@ async fn retry_after_on_429_is_honoured() {
         .delivery_with_status(event, &endpoint, "succeeded")
         .await;
 }
+
+#[tokio::test]
+async fn an_endpoint_whose_circuit_opened_drains_its_backlog_once_a_probe_succeeds() {
+    let worker = TestWorker::start_with(|settings| {
+        settings.delivery.circuit_failure_threshold = 2;
+        settings.delivery.window = Duration::from_secs(30);
+    })
+    .await;
+    // Two failures open the circuit; the first probe fails too, the second succeeds.
+    let down = vec![Reply::status(503); 3];
+    let mut recovering = Receiver::scripted(down, Reply::status(200)).await;
+    let mut steady = Receiver::ok().await;
+    let endpoint = worker.endpoint_for(&recovering).await;
+    worker.endpoint_for(&steady).await;
+    const EVENTS: usize = 12;
+    let mut events = Vec::new();
+    for n in 0..EVENTS {
+        events.push(worker.emit(EventType::AudioLevel, json!({"n": n})).await);
+    }
+
+    for _ in 0..EVENTS {
+        steady.next().await;
+    }
+    for event in events {
+        worker
+            .delivery_with_status(event, &endpoint, "succeeded")
+            .await;
+    }
+    let requests = recovering.drain(Duration::from_millis(300)).await;
+    assert!(
+        requests.len() >= 3,
+        "the failed attempts and probe reached it"
+    );
+}

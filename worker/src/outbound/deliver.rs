@@ -1,124 +1,17 @@
-//! Deliveries in Postgres: claiming the due ones, making an attempt, and recording its outcome.
+//! One attempt of a claimed delivery ([`super::claim`]) and the record of its outcome.
 //!
-//! A claim pushes `next_attempt_at` forward by a lease (the endpoint's timeout plus
-//! [`LEASE_MARGIN_MS`]) in the same statement that selects the rows with
-//! `FOR UPDATE SKIP LOCKED`: one worker at a time owns a delivery, and if it dies mid-attempt
-//! the lease runs out and any worker retries it. The outcome is written only if the delivery is
-//! still as it was claimed (`attempts` unchanged), so a worker that outlived its lease cannot
-//! overwrite a newer attempt.
+//! The outcome is written only if the delivery is still as it was claimed (`attempts`
+//! unchanged), so a worker that outlived its lease cannot overwrite a newer attempt.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
-use uuid::Uuid;
 
 use super::Outbound;
+use super::claim::Claimed;
 use super::endpoint::signing_secrets;
 use super::outbox::{self, EventType};
 use super::schedule::Decision;
 use super::send::{self, Message, Report, Target};
-
-/// Added to an endpoint's timeout to make the lease of a claim.
-pub const LEASE_MARGIN_MS: i32 = 10_000;
-
-/// A claimed delivery with everything its attempt needs.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Claimed {
-    pub id: Uuid,
-    pub endpoint_id: Uuid,
-    pub attempts: i32,
-    pub window_attempts: i32,
-    pub first_attempt_at: Option<DateTime<Utc>>,
-    pub event_type: String,
-    pub data: serde_json::Value,
-    pub event_created_at: DateTime<Utc>,
-    pub url: String,
-    pub secret: String,
-    pub previous_secret: Option<String>,
-    pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    pub headers: serde_json::Value,
-    pub timeout_ms: i32,
-    pub rate_limit_per_s: Option<i32>,
-}
-
-/// The columns of [`Claimed`], as a literal so the statements below are built at compile time.
-macro_rules! claimed_columns {
-    () => {
-        "d.id, d.endpoint_id, d.attempts, d.window_attempts, d.first_attempt_at, o.event_type,
-         o.data, o.created_at AS event_created_at, e.url, e.secret, e.previous_secret,
-         e.previous_secret_expires_at, e.headers, e.timeout_ms, e.rate_limit_per_s"
-    };
-}
-
-/// Leases up to $2 due deliveries of enabled endpoints not in $1, at most $3 per endpoint,
-/// for each endpoint's timeout plus $4 ms. The due condition is repeated on the locked rows so
-/// a row another worker claimed meanwhile is skipped after the lock, not claimed twice.
-const CLAIM: &str = concat!(
-    "UPDATE deliveries d
-     SET next_attempt_at = now() + (e.timeout_ms + $4) * interval '1 millisecond'
-     FROM endpoints e, outbox o
-     WHERE e.id = d.endpoint_id AND o.id = d.event_id AND d.id IN (
-         SELECT id FROM deliveries
-         WHERE status = 'pending' AND next_attempt_at <= now() AND id IN (
-             SELECT id FROM (
-                 SELECT id, row_number() OVER (PARTITION BY endpoint_id
-                                               ORDER BY next_attempt_at) AS rank
-                 FROM (
-                     SELECT c.id, c.endpoint_id, c.next_attempt_at
-                     FROM deliveries c JOIN endpoints ce ON ce.id = c.endpoint_id
-                     WHERE c.status = 'pending' AND c.next_attempt_at <= now()
-                       AND ce.enabled AND c.endpoint_id <> ALL ($1)
-                     ORDER BY c.next_attempt_at LIMIT $2 * 8
-                 ) candidates
-             ) ranked WHERE rank <= $3)
-         ORDER BY next_attempt_at LIMIT $2
-         FOR UPDATE SKIP LOCKED)
-     RETURNING ",
-    claimed_columns!()
-);
-
-const LOAD: &str = concat!(
-    "SELECT ",
-    claimed_columns!(),
-    " FROM deliveries d
-     JOIN endpoints e ON e.id = d.endpoint_id JOIN outbox o ON o.id = d.event_id
-     WHERE d.id = $1"
-);
-
-/// Claims up to `limit` due deliveries of enabled endpoints not in `blocked`, at most
-/// `per_endpoint` of each endpoint.
-pub async fn claim(
-    pool: &PgPool,
-    blocked: &[Uuid],
-    limit: i64,
-    per_endpoint: i64,
-) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(CLAIM)
-        .bind(blocked)
-        .bind(limit)
-        .bind(per_endpoint)
-        .bind(LEASE_MARGIN_MS)
-        .fetch_all(pool)
-        .await
-}
-
-/// Reads one delivery in the claimed shape (for an attempt made on request).
-pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Claimed>, sqlx::Error> {
-    sqlx::query_as(LOAD).bind(id).fetch_optional(pool).await
-}
-
-/// Gives a claimed delivery back without an attempt (its endpoint was busy): due again soon.
-pub async fn release(pool: &PgPool, claimed: &Claimed, after_ms: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = now() + $3 * interval '1 millisecond'
-         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
-    )
-    .bind(claimed.id)
-    .bind(claimed.attempts)
-    .bind(after_ms as f64)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
 
 /// Makes one attempt of a claimed delivery (unless its window has closed), records it, and
 /// returns what happened; `None` when the window had closed and it was failed unattempted.

@@ -3,9 +3,10 @@
 //! breaker (after `CIRCUIT_FAILURE_THRESHOLD` consecutive failures, no attempts for
 //! `CIRCUIT_COOLDOWN_MS`, then one probe).
 //!
-//! The state is this worker's own, in memory: the delivery loop does not claim deliveries of an
-//! endpoint that is [`Isolation::blocked`], so they stay in Postgres for later (or for another
-//! worker) and take no slot of the global concurrency. With several workers the rate limit
+//! The state is this worker's own, in memory: the delivery loop claims of each endpoint no more
+//! than its [`Room`], and nothing of a blocked one (the claim drops it before reading any of its
+//! deliveries), so they stay in Postgres for later (or for another worker) and take no slot of
+//! the global concurrency. With several workers the rate limit
 //! and concurrency bound apply per worker.
 
 use std::collections::HashMap;
@@ -50,16 +51,44 @@ impl EndpointState {
         self.refilled_at = now;
     }
 
-    /// Why no attempt may start now, if any.
-    fn is_blocked(&mut self, now: Instant, max_in_flight: usize) -> bool {
+    /// How many attempts may start now: none while the circuit is open (one probe once its
+    /// cool-down is over), else the free in-flight slots, and no more than the whole tokens of
+    /// a rate limit.
+    fn room(&mut self, now: Instant, max_in_flight: usize) -> usize {
         self.refill(now);
-        let circuit_closed = match self.open_until {
-            None => true,
-            Some(until) => now >= until && !self.probing,
+        let free = max_in_flight.saturating_sub(self.in_flight);
+        let circuit_room = match self.open_until {
+            None => free,
+            Some(until) if now >= until && !self.probing => free.min(1),
+            Some(_) => 0,
         };
-        self.in_flight >= max_in_flight
-            || !circuit_closed
-            || (self.rate_limit_per_s.is_some() && self.tokens < 1.0)
+        match self.rate_limit_per_s {
+            Some(_) => circuit_room.min(self.tokens.max(0.0) as usize),
+            None => circuit_room,
+        }
+    }
+
+    fn is_blocked(&mut self, now: Instant, max_in_flight: usize) -> bool {
+        self.room(now, max_in_flight) == 0
+    }
+}
+
+/// The endpoints this worker limits below its per-endpoint concurrency now, each with how many
+/// attempts it may start (zero: blocked); any other endpoint may start the full concurrency.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Room {
+    pub endpoints: Vec<Uuid>,
+    pub attempts: Vec<i64>,
+}
+
+impl Room {
+    /// The endpoints that may start no attempt now.
+    pub fn blocked(&self) -> Vec<Uuid> {
+        let attempts = self.attempts.iter();
+        let endpoints = self.endpoints.iter().zip(attempts);
+        endpoints
+            .filter_map(|(endpoint, &attempts)| (attempts == 0).then_some(*endpoint))
+            .collect()
     }
 }
 
@@ -91,14 +120,19 @@ impl Isolation {
         }
     }
 
-    /// Endpoints whose deliveries must not be claimed now.
-    pub fn blocked(&self) -> Vec<Uuid> {
+    /// What each limited endpoint may start now; see [`Room`].
+    pub fn room(&self) -> Room {
         let now = Instant::now();
         let mut endpoints = self.endpoints.lock().expect("isolation lock");
-        endpoints
-            .iter_mut()
-            .filter_map(|(id, state)| state.is_blocked(now, self.max_in_flight).then_some(*id))
-            .collect()
+        let mut room = Room::default();
+        for (id, state) in endpoints.iter_mut() {
+            let attempts = state.room(now, self.max_in_flight);
+            if attempts < self.max_in_flight {
+                room.endpoints.push(*id);
+                room.attempts.push(attempts as i64);
+            }
+        }
+        room
     }
 
     /// Takes a slot, a token and (when the circuit is half-open) the probe; `None` when the
@@ -181,7 +215,7 @@ mod tests {
         let first = isolation.try_start(a, None).unwrap();
         let _second = isolation.try_start(a, None).unwrap();
         assert!(isolation.try_start(a, None).is_none());
-        assert_eq!(isolation.blocked(), vec![a]);
+        assert_eq!(isolation.room().blocked(), vec![a]);
         assert!(
             isolation.try_start(b, None).is_some(),
             "others are not held up"
@@ -191,12 +225,22 @@ mod tests {
     }
 
     #[test]
+    fn room_lists_the_endpoints_below_full_concurrency_with_what_they_may_start() {
+        let isolation = isolation(1000);
+        let (busy, idle) = (Uuid::new_v4(), Uuid::new_v4());
+        let _one = isolation.try_start(busy, None).unwrap();
+        drop(isolation.try_start(idle, None).unwrap());
+        let room = isolation.room();
+        assert_eq!((room.endpoints, room.attempts), (vec![busy], vec![1]));
+    }
+
+    #[test]
     fn the_rate_limit_hands_out_one_second_of_tokens() {
         let isolation = isolation(1000);
         let endpoint = Uuid::new_v4();
         drop(isolation.try_start(endpoint, Some(1)).unwrap());
         assert!(isolation.try_start(endpoint, Some(1)).is_none());
-        assert_eq!(isolation.blocked(), vec![endpoint]);
+        assert_eq!(isolation.room().blocked(), vec![endpoint]);
     }
 
     #[test]

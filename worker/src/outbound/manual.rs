@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::deliver::{self, LEASE_MARGIN_MS};
+use super::claim::{self, LEASE_MARGIN_MS};
+use super::deliver;
 use super::send::Report;
 use super::{Outbound, outbox::EventType};
 
@@ -29,7 +30,7 @@ pub async fn send_test(
     let Some(delivery) = insert_test(pool, endpoint).await? else {
         return Ok(None);
     };
-    let claimed = deliver::load(pool, delivery)
+    let claimed = claim::load(pool, delivery)
         .await?
         .ok_or_else(|| anyhow::anyhow!("test delivery {delivery} vanished"))?;
     let report = deliver::attempt(outbound, pool, &claimed)

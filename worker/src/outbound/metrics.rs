@@ -2,7 +2,8 @@
 //! - `outbound_attempts_total{result="succeeded|failed|retry"}`: attempts by what they decided;
 //! - `outbound_attempt_seconds`: attempt latency, request to end of the answer's excerpt;
 //! - `outbound_deliveries_total{outcome="succeeded|failed"}`: deliveries that finished;
-//! - `outbound_deliveries_pending`: deliveries still to make, as this worker last counted;
+//! - `outbound_deliveries_pending`: deliveries still to make, from the kept counts
+//!   ([`super::counts`]), refreshed every second;
 //! - `outbound_events_caught_up_total`: outbox rows written without their deliveries that the
 //!   sweeper fanned out (see [`super::dispatch`]).
 

@@ -3,8 +3,9 @@
 //! Domain handlers write events into the outbox ([`outbox::emit`]) in their own transaction,
 //! and with each event one delivery per subscribed enabled endpoint ([`dispatch`] catches up on
 //! rows written without theirs). From there every worker runs one delivery loop ([`poller`]):
-//! [`deliver`] claims due deliveries, [`send`] signs and POSTs them, [`schedule`] decides what
-//! an answer means and when to retry, and [`deliver`] records the outcome. [`isolation`] keeps a
+//! [`claim`] takes due deliveries endpoint by endpoint, [`send`] signs and POSTs them,
+//! [`schedule`] decides what an answer means and when to retry, and [`deliver`] records the
+//! outcome. [`isolation`] keeps a
 //! failing or slow endpoint from holding up the others, [`guard`] refuses internal destinations,
 //! and [`manual`] serves the management API's test, retry and recover.
 //!
@@ -21,6 +22,8 @@
 //! loop sleeps exactly until the next due delivery, and `DELIVERY_POLL_MS` (default 1 s) bounds
 //! the sleep when a wake-up is lost.
 
+pub mod claim;
+pub mod counts;
 pub mod deliver;
 pub mod dispatch;
 pub mod endpoint;

@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::{deliver, metrics};
+use super::claim::{self, Claimed};
+use super::{counts, deliver, metrics};
 use crate::WorkerContext;
 
 /// The shortest sleep between two passes, so a due but unclaimable delivery cannot spin.
@@ -30,8 +31,9 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
     let mut listener: Option<PgListener> = None;
     let mut attempts = JoinSet::new();
     let mut gauge_at = Instant::now();
+    let mut after = Uuid::nil();
     while !*stopping.borrow() {
-        pass(&context, &mut attempts).await;
+        pass(&context, &mut attempts, &mut after).await;
         if gauge_at.elapsed() >= GAUGE_EVERY {
             refresh_gauge(&context).await;
             gauge_at = Instant::now();
@@ -48,26 +50,35 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
     while attempts.join_next().await.is_some() {}
 }
 
-/// One pass: claim, start attempts.
-async fn pass(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>) {
+/// One pass: claim, start attempts. `after` is the endpoint the previous pass's claim ended
+/// with, so endpoints take turns when there are more due than free slots.
+async fn pass(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, after: &mut Uuid) {
     let outbound = &context.outbound;
     let free = outbound.slots.available_permits();
     if free == 0 {
         return;
     }
-    let blocked = outbound.isolation.blocked();
-    let per_endpoint = outbound.endpoint_concurrency as i64;
-    match deliver::claim(&context.pool, &blocked, free as i64, per_endpoint).await {
-        Ok(claimed) => claimed
-            .into_iter()
-            .for_each(|delivery| start(context, attempts, delivery)),
+    let room = outbound.isolation.room();
+    let request = claim::Request {
+        room: &room,
+        limit: free as i64,
+        per_endpoint: outbound.endpoint_concurrency as i64,
+        after: *after,
+    };
+    match claim::claim(&context.pool, &request).await {
+        Ok(claimed) => {
+            *after = claim::last_served(*after, &claimed);
+            claimed
+                .into_iter()
+                .for_each(|delivery| start(context, attempts, delivery))
+        }
         Err(error) => tracing::warn!(%error, "claiming deliveries failed"),
     }
 }
 
 /// Starts one attempt as a task holding a global slot and its endpoint's permit; gives the
 /// delivery back when its endpoint is busy.
-fn start(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, delivery: deliver::Claimed) {
+fn start(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, delivery: Claimed) {
     let context = context.clone();
     let outbound = &context.outbound;
     let slot = outbound.slots.clone().try_acquire_owned();
@@ -76,7 +87,7 @@ fn start(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, delivery: del
         .try_start(delivery.endpoint_id, delivery.rate_limit_per_s);
     let (Ok(slot), Some(permit)) = (slot, permit) else {
         attempts.spawn(async move {
-            if let Err(error) = deliver::release(&context.pool, &delivery, RELEASE_AFTER_MS).await {
+            if let Err(error) = claim::release(&context.pool, &delivery, RELEASE_AFTER_MS).await {
                 tracing::warn!(%error, delivery = %delivery.id, "release failed; the lease will expire");
             }
         });
@@ -104,18 +115,8 @@ async fn next_wait(context: &WorkerContext) -> Duration {
     if context.outbound.slots.available_permits() == 0 {
         return poll;
     }
-    let blocked = context.outbound.isolation.blocked();
-    // ORDER BY ... LIMIT 1 walks the due index and stops at the first row; min() would read
-    // every pending delivery on each pass, so a backlog made each pass slower.
-    let next: Result<Option<DateTime<Utc>>, _> = sqlx::query_scalar(
-        "SELECT d.next_attempt_at FROM deliveries d
-         JOIN endpoints e ON e.id = d.endpoint_id AND e.enabled
-         WHERE d.status = 'pending' AND d.endpoint_id <> ALL ($1)
-         ORDER BY d.next_attempt_at LIMIT 1",
-    )
-    .bind(&blocked as &[Uuid])
-    .fetch_optional(&context.pool)
-    .await;
+    let blocked = context.outbound.isolation.room().blocked();
+    let next = claim::next_due(&context.pool, &blocked).await;
     match next {
         Ok(Some(at)) => (at - Utc::now())
             .to_std()
@@ -152,12 +153,9 @@ async fn listen(context: &WorkerContext) -> Result<PgListener, sqlx::Error> {
     Ok(listener)
 }
 
+/// Sets the pending gauge from the kept counts ([`super::counts`]): no delivery is counted.
 async fn refresh_gauge(context: &WorkerContext) {
-    let pending: Result<i64, _> =
-        sqlx::query_scalar("SELECT count(*) FROM deliveries WHERE status = 'pending'")
-            .fetch_one(&context.pool)
-            .await;
-    if let Ok(count) = pending {
+    if let Ok(count) = counts::pending(&context.pool).await {
         metrics::pending(count);
     }
 }

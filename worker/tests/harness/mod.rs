@@ -114,6 +114,24 @@ impl TestWorker {
         response.json().await.expect("endpoint JSON")
     }
 
+    /// A stopped worker's database with `count` endpoints for every event type at a port nobody
+    /// listens on; returns their ids in id order. No delivery loop runs.
+    pub async fn stopped_with_endpoints(count: usize) -> (Self, Vec<Uuid>) {
+        let mut worker = Self::start().await;
+        for n in 0..count {
+            let url = format!("http://127.0.0.1:9/hook-{n}");
+            worker
+                .create_endpoint(json!({"url": url, "event_types": ["*"]}))
+                .await;
+        }
+        worker.stop().await;
+        let endpoints = sqlx::query_scalar("SELECT id FROM endpoints ORDER BY id")
+            .fetch_all(&worker.pool)
+            .await
+            .expect("endpoint ids");
+        (worker, endpoints)
+    }
+
     /// An endpoint for every event type at `receiver`.
     pub async fn endpoint_for(&self, receiver: &Receiver) -> Value {
         self.create_endpoint(json!({"url": receiver.url(), "event_types": ["*"]}))

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::WorkerContext;
 use crate::api::ApiError;
+use crate::outbound::counts;
 use crate::outbound::endpoint::{self as rules, EndpointError};
 
 /// An endpoint as stored and shown; the secret is masked unless revealed.
@@ -119,7 +120,7 @@ pub async fn page_after(
 }
 
 /// `GET /v1/endpoints/{id}/stats`: delivery counts, success rate and attempt latency.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize)]
 pub struct Stats {
     succeeded: i64,
     failed: i64,
@@ -133,29 +134,36 @@ pub struct Stats {
     latency_p99_ms: Option<f64>,
 }
 
-/// Delivery counts, success rate and attempt latency of one endpoint.
+/// Attempts of the last 24 hours and their latency percentiles.
+#[derive(Debug, sqlx::FromRow)]
+struct Latency {
+    attempts_24h: i64,
+    p: Option<Vec<f64>>,
+}
+
+/// Delivery counts (kept per endpoint, never counted: [`counts`]), success rate and attempt
+/// latency of one endpoint.
 pub async fn stats(context: &WorkerContext, id: Uuid) -> Result<Stats, ApiError> {
-    let stats: Stats = sqlx::query_as(
-        "WITH counts AS (
-             SELECT count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
-                    count(*) FILTER (WHERE status = 'failed') AS failed,
-                    count(*) FILTER (WHERE status = 'pending') AS pending
-             FROM deliveries WHERE endpoint_id = $1
-         ), latency AS (
-             SELECT count(*) AS attempts_24h,
-                    percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY a.latency_ms)
-                        AS p
-             FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-             WHERE d.endpoint_id = $1 AND a.attempted_at > now() - interval '24 hours'
-         )
-         SELECT succeeded, failed, pending,
-                succeeded::float8 / nullif(succeeded + failed, 0) AS success_rate,
-                attempts_24h, p[1] AS latency_p50_ms, p[2] AS latency_p95_ms,
-                p[3] AS latency_p99_ms
-         FROM counts, latency",
+    let counted = counts::of_endpoint(&context.pool, id).await?;
+    let latency: Latency = sqlx::query_as(
+        "SELECT count(*) AS attempts_24h,
+                percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY a.latency_ms) AS p
+         FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+         WHERE d.endpoint_id = $1 AND a.attempted_at > now() - interval '24 hours'",
     )
     .bind(id)
     .fetch_one(&context.pool)
     .await?;
-    Ok(stats)
+    let finished = counted.succeeded + counted.failed;
+    let percentile = |n: usize| latency.p.as_ref().and_then(|p| p.get(n).copied());
+    Ok(Stats {
+        succeeded: counted.succeeded,
+        failed: counted.failed,
+        pending: counted.pending,
+        success_rate: (finished > 0).then(|| counted.succeeded as f64 / finished as f64),
+        attempts_24h: latency.attempts_24h,
+        latency_p50_ms: percentile(0),
+        latency_p95_ms: percentile(1),
+        latency_p99_ms: percentile(2),
+    })
 }
