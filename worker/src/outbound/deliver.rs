@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::Outbound;
-use super::claim::Claimed;
+use super::claim::{Claimed, LEASE_MARGIN_MS};
 use super::endpoint::signing_secrets;
 use super::outbox::{self, EventType};
 use super::schedule::Decision;
