@@ -23,7 +23,7 @@ mod ingest;
 mod report;
 mod requests;
 
-use bench::{load, stack};
+use bench::{load, process, stack};
 
 use std::time::Duration;
 
