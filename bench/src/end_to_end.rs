@@ -17,7 +17,7 @@ use crate::Plan;
 use crate::ingest::CONNECTIONS;
 use crate::load::{self, Load, Pace, quantile_ms};
 use crate::report::{median_of, median_ratio, peak_mib};
-use crate::requests::{Body, dedup_key};
+use crate::requests::{Body, stored_key};
 use crate::stack::{Isolation, Server, Stack};
 
 const POLL: Duration = Duration::from_millis(2);
@@ -130,14 +130,14 @@ async fn time_commits(
     pool: sqlx::PgPool,
     mut accepted: mpsc::UnboundedReceiver<(String, Instant)>,
 ) -> anyhow::Result<Vec<u32>> {
-    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut pending: HashMap<(String, String), Instant> = HashMap::new();
     let mut latencies = Vec::new();
     let mut sender_gone_at: Option<Instant> = None;
     loop {
         loop {
             match accepted.try_recv() {
                 Ok((key, at)) => {
-                    pending.insert(dedup_key(&key), at);
+                    pending.insert(stored_key(&key), at);
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -152,10 +152,17 @@ async fn time_commits(
             break;
         }
         if !pending.is_empty() {
-            let keys: Vec<&String> = pending.keys().collect();
-            let visible: Vec<String> = sqlx::query_scalar(
-                "SELECT dedup_key FROM inbound_events WHERE source = 'omi' AND dedup_key = ANY($1)",
+            let (uids, keys): (Vec<&str>, Vec<&str>) = pending
+                .keys()
+                .map(|(uid, key)| (uid.as_str(), key.as_str()))
+                .unzip();
+            // One probe of the dedup index (source, uid, dedup_key) per pending event.
+            let visible: Vec<(String, String)> = sqlx::query_as(
+                "SELECT e.uid, e.dedup_key FROM UNNEST($1::text[], $2::text[]) AS k (uid, dedup_key)
+                 JOIN inbound_events e
+                   ON e.source = 'omi' AND e.uid = k.uid AND e.dedup_key = k.dedup_key",
             )
+            .bind(uids)
             .bind(keys)
             .fetch_all(&pool)
             .await?;

@@ -42,13 +42,20 @@ impl Body {
     }
 }
 
-/// The dedup key the worker stores for a request sent with idempotency key `key`.
-pub fn dedup_key(key: &str) -> String {
-    format!("idempotency-key:{key}")
+/// The uid and dedup key the worker stores for a transcript request this module made with
+/// idempotency key `key` (`<run>-<n>`); dedup keys are unique per source and uid.
+pub fn stored_key(key: &str) -> (String, String) {
+    let n = key.rsplit('-').next().and_then(|n| n.parse().ok());
+    let n = n.expect("an idempotency key of this module");
+    (user(n), format!("idempotency-key:{key}"))
+}
+
+fn user(n: u64) -> String {
+    format!("user-{}", n % USERS)
 }
 
 fn transcript(run: &str, n: u64) -> Request {
-    let uid = format!("user-{}", n % USERS);
+    let uid = user(n);
     let segments: Vec<String> = (0..SEGMENTS)
         .map(|index| {
             let start = (n / USERS * SEGMENTS + index) as f64 * 2.5;
@@ -110,6 +117,12 @@ mod tests {
             SEGMENTS as usize
         );
         assert!(request.path_and_query.ends_with("uid=user-234"));
+        let key = request.idempotency_key.as_deref().expect("a key");
+        assert_eq!(
+            stored_key(key).0,
+            "user-234",
+            "the uid is found from the key"
+        );
         assert_eq!(request.idempotency_key.as_deref(), Some("r-1234"));
     }
 
