@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
@@ -170,11 +170,18 @@ async fn copies(pool: &PgPool, queries: &[&str]) -> anyhow::Result<HashMap<Strin
     Ok(copies)
 }
 
-/// Whether a worker was killed between the first two answers: the worker that sent the first
-/// died before recording it, and its lease ran out.
-fn killed_mid_attempt(answers: &[Instant], kills: &[Instant]) -> bool {
+/// How long after a kill the receiver may still answer a request the killed worker wrote
+/// before it died: the kernel delivers what was in the socket after the process is gone.
+const ANSWERED_AFTER_KILL: Duration = Duration::from_secs(1);
+
+/// Whether a double is the at-least-once resend of an attempt nobody recorded: the receiver
+/// answered more often than the worker recorded answers, and a worker was killed between the
+/// first two answers (or just before the first: a request already written when it died).
+fn killed_mid_attempt(answers: &[Instant], recorded: &Recorded, kills: &[Instant]) -> bool {
     let (first, second) = (answers[0], answers[1]);
-    kills.iter().any(|&kill| first <= kill && kill <= second)
+    let unrecorded = (recorded.answered_2xx as usize) < answers.len();
+    let since = first.checked_sub(ANSWERED_AFTER_KILL).unwrap_or(first);
+    unrecorded && kills.iter().any(|&kill| since <= kill && kill <= second)
 }
 
 async fn deliveries(
@@ -192,13 +199,11 @@ async fn deliveries(
         .flatten()
         .filter(|id| received.contains_key(id.as_str()))
         .count() as u64;
-    let doubled = received
-        .values()
-        .filter(|answers| answers.len() > 1)
-        .count() as u64;
-    let doubled_after_kill = received
-        .values()
-        .filter(|answers| answers.len() > 1 && killed_mid_attempt(answers, kills))
+    let recorded = recorded_attempts(pool, received).await?;
+    let doubled = recorded.len() as u64;
+    let doubled_after_kill = recorded
+        .iter()
+        .filter(|(id, recorded)| killed_mid_attempt(&received[*id], recorded, kills))
         .count() as u64;
     let count = |sql: &'static str| async move {
         let n: i64 = sqlx::query_scalar(sql).fetch_one(pool).await?;
@@ -215,30 +220,65 @@ async fn deliveries(
     })
 }
 
-/// Each delivery the receiver answered more than once, with its attempts as the worker
-/// recorded them (time, status code or error), to tell which fault caused it.
-pub async fn doubles(pool: &PgPool, received: &Received) -> anyhow::Result<Vec<String>> {
+/// What the worker recorded of a delivery the receiver answered more than once.
+#[derive(Debug)]
+struct Recorded {
+    event_type: String,
+    /// Recorded attempts that the receiver answered with a 2xx.
+    answered_2xx: i64,
+    /// Each recorded attempt: its time and status code or error.
+    attempts: Vec<String>,
+}
+
+/// [`Recorded`] of each delivery the receiver answered more than once, by `webhook-id`.
+async fn recorded_attempts(
+    pool: &PgPool,
+    received: &Received,
+) -> anyhow::Result<HashMap<String, Recorded>> {
     let twice: Vec<String> = received
         .iter()
         .filter(|(_, answers)| answers.len() > 1)
         .map(|(id, _)| id.clone())
         .collect();
-    let rows: Vec<(String, String, i32, Vec<String>)> = sqlx::query_as(
-        "SELECT d.id::text, o.event_type, d.attempts,
-                array_agg(a.attempted_at::text || ' ' || coalesce(a.status_code::text, a.error, '')
-                          ORDER BY a.attempted_at) FILTER (WHERE a.id IS NOT NULL)
+    let rows: Vec<(String, Recorded)> = sqlx::query_as::<_, (String, String, i64, Vec<String>)>(
+        "SELECT d.id::text, o.event_type,
+                count(a.id) FILTER (WHERE a.status_code BETWEEN 200 AND 299),
+                coalesce(array_agg(a.attempted_at::text || ' ' || coalesce(a.status_code::text, a.error, '')
+                          ORDER BY a.attempted_at) FILTER (WHERE a.id IS NOT NULL), '{}')
          FROM deliveries d JOIN outbox o ON o.id = d.event_id
          LEFT JOIN delivery_attempts a ON a.delivery_id = d.id
-         WHERE d.id::text = ANY($1) GROUP BY 1, 2, 3",
+         WHERE d.id::text = ANY($1) GROUP BY 1, 2",
     )
     .bind(&twice)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
+    .await?
+    .into_iter()
+    .map(|(id, event_type, answered_2xx, attempts)| {
+        let recorded = Recorded {
+            event_type,
+            answered_2xx,
+            attempts,
+        };
+        (id, recorded)
+    })
+    .collect();
+    Ok(rows.into_iter().collect())
+}
+
+/// Each delivery the receiver answered more than once, with its attempts as the worker
+/// recorded them (time, status code or error), to tell which fault caused it.
+pub async fn doubles(pool: &PgPool, received: &Received) -> anyhow::Result<Vec<String>> {
+    Ok(recorded_attempts(pool, received)
+        .await?
         .into_iter()
-        .map(|(id, kind, attempts, recorded)| {
+        .map(|(id, recorded)| {
             let answered = received[&id].len();
-            format!("{id} ({kind}): answered 200 {answered} times; {attempts} attempts recorded: {recorded:?}")
+            let Recorded {
+                event_type,
+                attempts,
+                ..
+            } = recorded;
+            format!("{id} ({event_type}): answered 200 {answered} times; attempts recorded: {attempts:?}")
         })
         .collect())
 }

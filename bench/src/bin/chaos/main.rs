@@ -219,11 +219,11 @@ async fn run_with(
     let drained = drain(stack, isolation, &pool, plan.drain).await?;
     let received = receiver.received();
     let tally = ledger::tally(&pool, &ledger, &received, &made.worker_killed_at).await?;
-    for double in ledger::doubles(&pool, &received).await? {
-        eprintln!("chaos: delivered twice: {double}");
-    }
     println!("{}", summary(plan, &made, drained));
     println!("{}", ledger::table(&tally));
+    for double in ledger::doubles(&pool, &received).await? {
+        println!("- answered more than once: {double}");
+    }
     Ok(drained && !tally.failed())
 }
 
