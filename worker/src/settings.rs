@@ -114,6 +114,9 @@ pub struct DeliverySettings {
     pub concurrency: usize,
     /// `ENDPOINT_CONCURRENCY` (default 4): attempts one worker makes at once to one endpoint.
     pub endpoint_concurrency: usize,
+    /// `DELIVERY_BATCH` (default 16): deliveries of one endpoint that one of its attempt slots
+    /// sends one after another from a single claim, and records with a single statement.
+    pub batch: usize,
     /// `CIRCUIT_FAILURE_THRESHOLD` (default 5): consecutive failed attempts after which one
     /// worker stops attempting an endpoint for the cool-down.
     pub circuit_failure_threshold: u32,
@@ -131,6 +134,7 @@ impl DeliverySettings {
             poll_interval: env.millis("DELIVERY_POLL_MS", 1_000)?,
             concurrency: env.parse("DELIVERY_CONCURRENCY", 64)?,
             endpoint_concurrency: env.parse("ENDPOINT_CONCURRENCY", 4)?,
+            batch: env.parse("DELIVERY_BATCH", 16)?,
             circuit_failure_threshold: env.parse("CIRCUIT_FAILURE_THRESHOLD", 5)?,
             circuit_cooldown: env.millis("CIRCUIT_COOLDOWN_MS", 30_000)?,
         })

@@ -66,6 +66,7 @@ impl Backlog {
             Blocked::CircuitOpen => Room {
                 endpoints: vec![self.blocked],
                 attempts: vec![0],
+                rows: vec![0],
             },
             Blocked::Disabled => {
                 sqlx::query("UPDATE endpoints SET enabled = false WHERE id = $1")
@@ -162,6 +163,7 @@ fn request(room: &Room) -> claim::Request<'_> {
         room,
         limit: 64,
         per_endpoint: 4,
+        endpoints: 64,
         after: Uuid::nil(),
     }
 }

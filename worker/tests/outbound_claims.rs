@@ -32,6 +32,7 @@ async fn claim_with(pool: &sqlx::PgPool, room: &Room) -> Vec<Claimed> {
         room,
         limit: 10,
         per_endpoint: 4,
+        endpoints: 10,
         after: uuid::Uuid::nil(),
     };
     claim::claim(pool, &request).await.unwrap()
@@ -118,6 +119,7 @@ async fn blocked_endpoints_are_not_claimed_and_repeated_fan_out_adds_nothing() {
     let blocked = Room {
         endpoints: vec![endpoint],
         attempts: vec![0],
+        rows: vec![0],
     };
     assert!(claim_with(&worker.pool, &blocked).await.is_empty());
     sqlx::query("UPDATE outbox SET dispatched_at = NULL")
@@ -163,7 +165,8 @@ async fn an_endpoint_is_claimed_oldest_first_and_never_beyond_its_room() {
     let (worker, endpoints) = two_endpoints_with_due(6).await;
     let room = Room {
         endpoints: vec![endpoints[0]],
-        attempts: vec![2],
+        attempts: vec![1],
+        rows: vec![2],
     };
     let claimed = claim_with(&worker.pool, &room).await;
     let of = |endpoint| claimed.iter().filter(|c| c.endpoint_id == endpoint).count();
@@ -186,6 +189,7 @@ async fn endpoints_take_turns_when_more_are_due_than_slots_are_free() {
             room: &room,
             limit: 4,
             per_endpoint: 4,
+            endpoints: 4,
             after,
         };
         let claimed = claim::claim(&worker.pool, &request).await.unwrap();
@@ -198,4 +202,33 @@ async fn endpoints_take_turns_when_more_are_due_than_slots_are_free() {
         served.push(after);
     }
     assert_eq!(served, endpoints, "one endpoint a claim, each in turn");
+}
+
+#[tokio::test]
+async fn a_claim_takes_no_more_endpoints_than_it_has_free_slots() {
+    let (worker, _) = two_endpoints_with_due(3).await;
+    let request = claim::Request {
+        room: &Room::default(),
+        limit: 64,
+        per_endpoint: 64,
+        endpoints: 1,
+        after: uuid::Uuid::nil(),
+    };
+    let claimed = claim::claim(&worker.pool, &request).await.unwrap();
+    assert_eq!(claimed.len(), 3, "all of one endpoint's due rows");
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.endpoint_id == claimed[0].endpoint_id)
+    );
+    let request = claim::Request {
+        endpoints: 2,
+        ..request
+    };
+    let claimed = claim::claim(&worker.pool, &request).await.unwrap();
+    assert_eq!(
+        claimed.len(),
+        3,
+        "then the other's: one endpoint's rows are leased"
+    );
 }

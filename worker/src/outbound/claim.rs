@@ -1,20 +1,24 @@
-//! Claiming due deliveries, per endpoint, at a cost that does not depend on what is pending
-//! elsewhere.
+//! Claiming due deliveries, per endpoint and in batches, at a cost that does not depend on what
+//! is pending elsewhere.
 //!
 //! A claim walks the endpoints table (one row per endpoint, however many deliveries wait), in a
 //! rotating order that starts after the endpoint the previous claim ended with (round-robin).
 //! Endpoints this worker may not send to now are dropped there, before any delivery is read:
-//! disabled ones, and those whose [`Room`] is zero (circuit open, at their concurrency or rate
-//! limit). For each remaining endpoint a `LATERAL` subquery reads its earliest due rows from
-//! the index `deliveries_pending_by_endpoint (endpoint_id, next_attempt_at)`, at most its room,
-//! and locks them with `FOR UPDATE SKIP LOCKED`; the walk stops once the worker's free slots are
-//! filled. A claim therefore reads O(endpoints + rows claimed) index entries, and a backlog of a
-//! million rows behind one blocked endpoint is never read for another's sake (migration 0010).
+//! disabled ones, and those with no [`Room`] (circuit open, at their concurrency or rate
+//! limit). Of the rest it takes those with a due delivery (one index probe each), no more than
+//! the worker's free attempt slots, so each gets at least one slot. For each a `LATERAL`
+//! subquery reads its earliest due rows from the index `deliveries_pending_by_endpoint
+//! (endpoint_id, next_attempt_at)`, at most its room's rows (a batch of `DELIVERY_BATCH` per
+//! attempt it may start), and locks them with `FOR UPDATE SKIP LOCKED`. A claim therefore
+//! reads O(endpoints + rows claimed) index entries, and a backlog of a million rows behind one
+//! blocked endpoint is never read for another's sake (migration 0010). [`super::batch`] splits
+//! what was claimed into batches, one per attempt slot.
 //!
 //! The same statement pushes `next_attempt_at` forward by a lease (the endpoint's timeout plus
 //! [`LEASE_MARGIN_MS`]): one worker at a time owns a delivery, and if it dies mid-attempt the
-//! lease runs out and any worker retries it. The next-due lookup ([`NEXT_DUE`]) is bounded the
-//! same way: the earliest of each sendable endpoint's first pending row.
+//! lease runs out and any worker retries it. A batch stops sending [`SEND_FOR`] after its claim,
+//! so its last attempt and its record fit in the lease. The next-due lookup ([`NEXT_DUE`]) is
+//! bounded the same way: the earliest of each sendable endpoint's first pending row.
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
@@ -25,6 +29,10 @@ use super::isolation::Room;
 
 /// Added to an endpoint's timeout to make the lease of a claim.
 pub const LEASE_MARGIN_MS: i32 = 10_000;
+/// How long after its claim a batch may start another attempt: half the lease's margin, so
+/// the last attempt (at most the endpoint's timeout) and its record end within the lease.
+pub const SEND_FOR: std::time::Duration =
+    std::time::Duration::from_millis(LEASE_MARGIN_MS as u64 / 2);
 
 /// A claimed delivery with everything its attempt needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -44,6 +52,8 @@ pub struct Claimed {
     pub headers: serde_json::Value,
     pub timeout_ms: i32,
     pub rate_limit_per_s: Option<i32>,
+    /// When it was due, before the claim leased it: a batch sends oldest first.
+    pub due_at: DateTime<Utc>,
 }
 
 /// The columns of [`Claimed`], as a literal so the statements below are built at compile time.
@@ -58,35 +68,44 @@ macro_rules! claimed_columns {
 /// What one claim asks for; see [`arguments`] for how it binds.
 #[derive(Debug, Clone)]
 pub struct Request<'a> {
-    /// Endpoints this worker limits below `per_endpoint` now (zero: skip them).
+    /// Endpoints this worker limits now: their rows to claim (zero: skip them).
     pub room: &'a Room,
-    /// Deliveries to claim in all: the worker's free slots.
+    /// Deliveries to claim in all: the worker's free slots, a batch each.
     pub limit: i64,
-    /// Deliveries to claim of an endpoint not in `room`.
+    /// Deliveries to claim of an endpoint not in `room`: its concurrency, a batch each.
     pub per_endpoint: i64,
+    /// Endpoints to claim of: the worker's free slots, so each gets one.
+    pub endpoints: i64,
     /// The endpoint the previous claim ended with: this one starts after it.
     pub after: Uuid,
 }
 
-/// Leases, for each endpoint's timeout plus $6 ms, up to $4 due deliveries, walking enabled
-/// endpoints in id order from the one after $5 round to $5, taking of each at most its room
-/// ($1/$2, else $3) of its earliest due rows. The due condition sits in the locking subquery,
-/// so a row another worker claimed meanwhile is rechecked after the lock and skipped.
+/// Leases, for each endpoint's timeout plus $6 ms, up to $4 due deliveries of at most $7
+/// endpoints that have any due, walking enabled endpoints in id order from the one after $5
+/// round to $5, taking of each at most its room ($1/$2, else $3) of its earliest due rows. The
+/// due condition sits in the locking subquery, so a row another worker claimed meanwhile is
+/// rechecked after the lock and skipped.
 pub const CLAIM: &str = concat!(
-    "WITH due AS (
-         SELECT c.id
-         FROM (
-             SELECT e.id, coalesce(r.room, $3) AS room
-             FROM endpoints e
-             LEFT JOIN UNNEST($1::uuid[], $2::bigint[]) AS r (endpoint_id, room)
-                 ON r.endpoint_id = e.id
-             WHERE e.enabled AND coalesce(r.room, $3) > 0
-             ORDER BY e.id <= $5, e.id
-         ) e
+    "WITH walk AS (
+         SELECT e.id, coalesce(r.rows, $3) AS rows
+         FROM endpoints e
+         LEFT JOIN UNNEST($1::uuid[], $2::bigint[]) AS r (endpoint_id, rows)
+             ON r.endpoint_id = e.id
+         WHERE e.enabled AND coalesce(r.rows, $3) > 0
+             AND EXISTS (
+                 SELECT 1 FROM deliveries
+                 WHERE endpoint_id = e.id AND status = 'pending' AND next_attempt_at <= now()
+             )
+         ORDER BY e.id <= $5, e.id
+         LIMIT $7
+     ),
+     due AS (
+         SELECT c.id, c.next_attempt_at
+         FROM walk e
          CROSS JOIN LATERAL (
-             SELECT id FROM deliveries
+             SELECT id, next_attempt_at FROM deliveries
              WHERE endpoint_id = e.id AND status = 'pending' AND next_attempt_at <= now()
-             ORDER BY next_attempt_at LIMIT e.room
+             ORDER BY next_attempt_at LIMIT e.rows
              FOR UPDATE SKIP LOCKED
          ) c
          LIMIT $4
@@ -95,7 +114,7 @@ pub const CLAIM: &str = concat!(
      SET next_attempt_at = now() + (e.timeout_ms + $6) * interval '1 millisecond'
      FROM due, endpoints e, outbox o
      WHERE d.id = due.id AND e.id = d.endpoint_id AND o.id = d.event_id
-     RETURNING ",
+     RETURNING due.next_attempt_at AS due_at, ",
     claimed_columns!()
 );
 
@@ -110,7 +129,7 @@ pub const NEXT_DUE: &str = "SELECT min(first.next_attempt_at) FROM endpoints e
      WHERE e.enabled AND e.id <> ALL ($1)";
 
 const LOAD: &str = concat!(
-    "SELECT ",
+    "SELECT d.next_attempt_at AS due_at, ",
     claimed_columns!(),
     " FROM deliveries d
      JOIN endpoints e ON e.id = d.endpoint_id JOIN outbox o ON o.id = d.event_id
@@ -122,11 +141,12 @@ const LOAD: &str = concat!(
 pub fn arguments(request: &Request<'_>) -> PgArguments {
     let mut arguments = PgArguments::default();
     add(&mut arguments, request.room.endpoints.as_slice());
-    add(&mut arguments, request.room.attempts.as_slice());
+    add(&mut arguments, request.room.rows.as_slice());
     add(&mut arguments, request.per_endpoint);
     add(&mut arguments, request.limit);
     add(&mut arguments, request.after);
     add(&mut arguments, LEASE_MARGIN_MS);
+    add(&mut arguments, request.endpoints);
     arguments
 }
 
@@ -172,25 +192,36 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Claimed>, sqlx::Erro
     sqlx::query_as(LOAD).bind(id).fetch_optional(pool).await
 }
 
-/// Gives a claimed delivery back without an attempt (its endpoint was busy): due again soon.
-pub async fn release(pool: &PgPool, claimed: &Claimed, after_ms: i64) -> Result<(), sqlx::Error> {
+/// Gives claimed deliveries back without an attempt (their batch stopped early, or their
+/// endpoint was busy): due again in `after_ms`, unless another attempt was recorded since.
+pub async fn release(
+    executor: impl sqlx::PgExecutor<'_>,
+    deliveries: &[Claimed],
+    after_ms: i64,
+) -> Result<(), sqlx::Error> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = deliveries.iter().map(|claimed| claimed.id).collect();
+    let attempts: Vec<i32> = deliveries.iter().map(|claimed| claimed.attempts).collect();
     sqlx::query(
-        "UPDATE deliveries SET next_attempt_at = now() + $3 * interval '1 millisecond'
-         WHERE id = $1 AND attempts = $2 AND status = 'pending'",
+        "UPDATE deliveries d SET next_attempt_at = now() + $3 * interval '1 millisecond'
+         FROM UNNEST($1::uuid[], $2::int[]) AS r (id, attempts)
+         WHERE d.id = r.id AND d.attempts = r.attempts AND d.status = 'pending'",
     )
-    .bind(claimed.id)
-    .bind(claimed.attempts)
+    .bind(ids)
+    .bind(attempts)
     .bind(after_ms as f64)
-    .execute(pool)
+    .execute(executor)
     .await?;
     Ok(())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn claimed_of(endpoint: u128) -> Claimed {
+    pub(crate) fn claimed_of(endpoint: u128) -> Claimed {
         Claimed {
             id: Uuid::now_v7(),
             endpoint_id: Uuid::from_u128(endpoint),
@@ -207,6 +238,7 @@ mod tests {
             headers: serde_json::json!({}),
             timeout_ms: 1,
             rate_limit_per_s: None,
+            due_at: Utc::now(),
         }
     }
 

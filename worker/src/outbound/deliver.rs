@@ -1,17 +1,34 @@
-//! One attempt of a claimed delivery ([`super::claim`]) and the record of its outcome.
+//! Attempts of claimed deliveries ([`super::claim`]), a batch at a time ([`super::batch`]), and
+//! the record of their outcomes, all of a batch with one statement.
 //!
-//! The outcome is written only if the delivery is still as it was claimed (`attempts`
-//! unchanged), so a worker that outlived its lease cannot overwrite a newer attempt.
+//! An outcome is written only if the delivery is still as it was claimed (`attempts`
+//! unchanged), so a worker that outlived its lease cannot overwrite a newer attempt. A batch's
+//! record is committed before its attempt slot is freed: at most one batch per slot is ever
+//! sent and unrecorded, and a crash between a send and its record resends with the same
+//! `webhook-id` once the lease runs out, nothing more.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
 
 use super::Outbound;
-use super::claim::{Claimed, LEASE_MARGIN_MS};
+use super::batch::Batch;
+use super::claim::{self, Claimed, LEASE_MARGIN_MS, SEND_FOR};
 use super::endpoint::signing_secrets;
+use super::isolation::Permit;
 use super::outbox::{self, EventType};
 use super::schedule::Decision;
 use super::send::{self, Message, Report, Target};
+
+/// How soon a claimed delivery its batch did not send is due again.
+const RELEASE_AFTER_MS: i64 = 100;
+
+/// One delivery's attempt and what the schedule made of its answer.
+struct Outcome<'a> {
+    claimed: &'a Claimed,
+    report: Report,
+    decision: Decision,
+}
 
 /// Makes one attempt of a claimed delivery (unless its window has closed), records it, and
 /// returns what happened; `None` when the window had closed and it was failed unattempted.
@@ -20,12 +37,66 @@ pub async fn attempt(
     pool: &PgPool,
     claimed: &Claimed,
 ) -> anyhow::Result<Option<Report>> {
+    let Some(outcome) = send(outbound, pool, claimed).await else {
+        return Ok(None);
+    };
+    let lease_ends = outcome.report.attempted_at + lease(claimed);
+    record_within_lease(pool, std::slice::from_ref(&outcome), &[], lease_ends).await?;
+    Ok(Some(outcome.report))
+}
+
+/// Sends a batch's deliveries one after another, for as long as `permit` allows (circuit
+/// closed, rate-limit tokens left) and [`SEND_FOR`] after `claimed_at` has not passed, stopping
+/// at a 410; then records every outcome and gives back what was not sent, in one transaction.
+pub async fn batch(
+    outbound: &Outbound,
+    pool: &PgPool,
+    batch: &Batch,
+    permit: &Permit,
+    claimed_at: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let Some(first) = batch.deliveries.first() else {
+        return Ok(());
+    };
+    let send_until = claimed_at + SEND_FOR;
+    let mut outcomes = Vec::with_capacity(batch.deliveries.len());
+    let mut started = 0;
+    for claimed in &batch.deliveries {
+        if started > 0 && (Utc::now() >= send_until || !permit.may_send_another()) {
+            break;
+        }
+        started += 1;
+        let Some(outcome) = send(outbound, pool, claimed).await else {
+            continue;
+        };
+        let healthy = !outcome.report.answer().is_trouble();
+        outbound.isolation.record(batch.endpoint_id, healthy);
+        let gone = matches!(outcome.decision, Decision::Failed { disable: true });
+        outcomes.push(outcome);
+        if gone {
+            break;
+        }
+    }
+    let unsent = &batch.deliveries[started..];
+    record_within_lease(pool, &outcomes, unsent, claimed_at + lease(first)).await
+}
+
+/// A claim's lease on a delivery of this endpoint.
+fn lease(claimed: &Claimed) -> chrono::Duration {
+    chrono::Duration::milliseconds((claimed.timeout_ms + LEASE_MARGIN_MS) as i64)
+}
+
+/// Makes one attempt and decides what its answer means; `None` when the delivery's window
+/// had closed, and it was failed without one.
+async fn send<'a>(outbound: &Outbound, pool: &PgPool, claimed: &'a Claimed) -> Option<Outcome<'a>> {
     let now = Utc::now();
     if let Some(start) = claimed.first_attempt_at
         && now > start + outbound.schedule.window
     {
-        finish_unattempted(pool, claimed).await?;
-        return Ok(None);
+        if let Err(error) = finish_unattempted(pool, claimed).await {
+            tracing::warn!(%error, delivery = %claimed.id, "failing a delivery whose window closed; the lease will expire");
+        }
+        return None;
     }
     let report = outbound
         .sender
@@ -40,24 +111,26 @@ pub async fn attempt(
         jitter(),
     );
     super::metrics::attempted(&report, decision);
-    record_within_lease(pool, claimed, &report, decision).await?;
-    Ok(Some(report))
+    Some(Outcome {
+        claimed,
+        report,
+        decision,
+    })
 }
 
-/// Records the outcome, retrying while Postgres is unreachable until the claim's lease runs
-/// out: an attempt the receiver answered but nobody recorded is sent again when the lease
-/// expires, so a Postgres blip right after an attempt would otherwise deliver it twice.
+/// Records the outcomes and gives back `unsent`, retrying while Postgres is unreachable until
+/// the claim's lease runs out: an attempt the receiver answered but nobody recorded is sent
+/// again when the lease expires, so a Postgres blip right after an attempt would otherwise
+/// deliver it twice.
 async fn record_within_lease(
     pool: &PgPool,
-    claimed: &Claimed,
-    report: &Report,
-    decision: Decision,
+    outcomes: &[Outcome<'_>],
+    unsent: &[Claimed],
+    lease_ends: DateTime<Utc>,
 ) -> anyhow::Result<()> {
-    let lease = chrono::Duration::milliseconds((claimed.timeout_ms + LEASE_MARGIN_MS) as i64);
-    let lease_ends = report.attempted_at + lease;
     let mut pause = std::time::Duration::from_millis(100);
     loop {
-        let Err(error) = record(pool, claimed, report, decision).await else {
+        let Err(error) = record(pool, outcomes, unsent).await else {
             return Ok(());
         };
         let error = crate::handlers::HandlerError::Database(error);
@@ -99,72 +172,110 @@ fn jitter() -> f64 {
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Writes the attempt and the delivery's new state, only if nobody has recorded an attempt
-/// since the claim; on 410 disables the endpoint too, in the same transaction. Without a 410 it
-/// is one statement: a delivery's record is then one round trip, not four.
+/// Writes the attempts and the deliveries' new states, of those nobody has recorded an attempt
+/// of since the claim, and gives back `unsent`; on a recorded 410 disables the endpoint too.
+/// Without a 410 or anything to give back it is one statement: a batch's record is then one
+/// round trip and one WAL flush.
 async fn record(
     pool: &PgPool,
-    claimed: &Claimed,
-    report: &Report,
-    decision: Decision,
+    outcomes: &[Outcome<'_>],
+    unsent: &[Claimed],
 ) -> Result<(), sqlx::Error> {
-    let (status, next) = match decision {
-        Decision::Succeeded => ("succeeded", report.attempted_at),
-        Decision::Failed { .. } => ("failed", report.attempted_at),
-        Decision::RetryAt(at) => ("pending", at),
-    };
-    let recorded = if let Decision::Failed { disable: true } = decision {
+    let gone = outcomes
+        .iter()
+        .find(|outcome| matches!(outcome.decision, Decision::Failed { disable: true }));
+    let recorded = if gone.is_none() && unsent.is_empty() {
+        record_attempts(pool, outcomes).await?
+    } else {
         let mut tx = pool.begin().await?;
-        let recorded = record_attempt(&mut *tx, claimed, report, status, next).await?;
-        if recorded {
-            disable_endpoint(&mut tx, claimed, "the receiver answered 410 Gone").await?;
+        let recorded = record_attempts(&mut *tx, outcomes).await?;
+        if let Some(gone) = gone.filter(|gone| recorded.contains(&gone.claimed.id)) {
+            disable_endpoint(&mut tx, gone.claimed, "the receiver answered 410 Gone").await?;
         }
+        claim::release(&mut *tx, unsent, RELEASE_AFTER_MS).await?;
         tx.commit().await?;
         recorded
-    } else {
-        record_attempt(pool, claimed, report, status, next).await?
     };
-    if !recorded {
-        tracing::warn!(delivery = %claimed.id, "delivery changed since the claim; attempt not recorded");
+    if recorded.len() < outcomes.len() {
+        let skipped = outcomes.len() - recorded.len();
+        tracing::warn!(
+            skipped,
+            "deliveries changed since the claim; their attempts not recorded"
+        );
     }
     Ok(())
 }
 
-/// Updates the claimed delivery and inserts its attempt, in one statement; false (and nothing
-/// written) when the delivery changed since the claim.
-async fn record_attempt(
+/// Updates the claimed deliveries and inserts their attempts, in one statement; returns the
+/// deliveries recorded (nothing is written of one that changed since the claim).
+async fn record_attempts(
     executor: impl sqlx::PgExecutor<'_>,
-    claimed: &Claimed,
-    report: &Report,
-    status: &str,
-    next: DateTime<Utc>,
-) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
-        "WITH updated AS (
-             UPDATE deliveries SET status = $3, attempts = attempts + 1,
-                 window_attempts = window_attempts + 1,
-                 first_attempt_at = coalesce(first_attempt_at, $4), next_attempt_at = $5,
-                 last_error = $6, updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND status = 'pending'
-             RETURNING id
+    outcomes: &[Outcome<'_>],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if outcomes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = outcomes.iter().map(|o| o.claimed.id).collect();
+    let attempts: Vec<i32> = outcomes.iter().map(|o| o.claimed.attempts).collect();
+    let (statuses, next_attempts): (Vec<&str>, Vec<DateTime<Utc>>) = outcomes
+        .iter()
+        .map(|o| match o.decision {
+            Decision::Succeeded => ("succeeded", o.report.attempted_at),
+            Decision::Failed { .. } => ("failed", o.report.attempted_at),
+            Decision::RetryAt(at) => ("pending", at),
+        })
+        .unzip();
+    let attempted_at: Vec<DateTime<Utc>> = outcomes.iter().map(|o| o.report.attempted_at).collect();
+    let last_errors: Vec<Option<String>> = outcomes.iter().map(|o| last_error(&o.report)).collect();
+    let status_codes: Vec<Option<i32>> = outcomes
+        .iter()
+        .map(|o| o.report.status.map(i32::from))
+        .collect();
+    let latencies: Vec<i32> = outcomes
+        .iter()
+        .map(|o| o.report.latency.as_millis().min(i32::MAX as u128) as i32)
+        .collect();
+    let excerpts: Vec<Option<&str>> = outcomes
+        .iter()
+        .map(|o| o.report.excerpt.as_deref())
+        .collect();
+    let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.report.error.as_deref()).collect();
+    sqlx::query_scalar(
+        "WITH outcome AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
+                                  $5::timestamptz[], $6::text[], $7::int[], $8::int[],
+                                  $9::text[], $10::text[])
+                 AS o (id, attempts, status, attempted_at, next_attempt_at, last_error,
+                       status_code, latency_ms, excerpt, error)
+         ),
+         updated AS (
+             UPDATE deliveries d SET status = o.status, attempts = d.attempts + 1,
+                 window_attempts = d.window_attempts + 1,
+                 first_attempt_at = coalesce(d.first_attempt_at, o.attempted_at),
+                 next_attempt_at = o.next_attempt_at, last_error = o.last_error,
+                 updated_at = now()
+             FROM outcome o
+             WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending'
+             RETURNING d.id
          )
          INSERT INTO delivery_attempts
              (delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error)
-         SELECT id, $4, $7, $8, $9, $10 FROM updated",
+         SELECT o.id, o.attempted_at, o.status_code, o.latency_ms, o.excerpt, o.error
+         FROM outcome o JOIN updated USING (id)
+         RETURNING delivery_id",
     )
-    .bind(claimed.id)
-    .bind(claimed.attempts)
-    .bind(status)
-    .bind(report.attempted_at)
-    .bind(next)
-    .bind(last_error(report))
-    .bind(report.status.map(i32::from))
-    .bind(report.latency.as_millis().min(i32::MAX as u128) as i32)
-    .bind(report.excerpt.as_deref())
-    .bind(report.error.as_deref())
-    .execute(executor)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    .bind(ids)
+    .bind(attempts)
+    .bind(statuses)
+    .bind(attempted_at)
+    .bind(next_attempts)
+    .bind(last_errors)
+    .bind(status_codes)
+    .bind(latencies)
+    .bind(excerpts)
+    .bind(errors)
+    .fetch_all(executor)
+    .await
 }
 
 fn last_error(report: &Report) -> Option<String> {

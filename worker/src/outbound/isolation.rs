@@ -73,15 +73,28 @@ impl EndpointState {
     }
 }
 
-/// The endpoints this worker limits below its per-endpoint concurrency now, each with how many
-/// attempts it may start (zero: blocked); any other endpoint may start the full concurrency.
+/// The endpoints this worker limits now, each with how many attempts it may start at once
+/// (zero: blocked) and how many deliveries a claim may take of it; any other endpoint may
+/// start the full per-endpoint concurrency, each attempt slot sending a full batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Room {
     pub endpoints: Vec<Uuid>,
     pub attempts: Vec<i64>,
+    /// Deliveries to claim: `attempts` batches, but one for a probe and no more than the whole
+    /// tokens of a rate limit.
+    pub rows: Vec<i64>,
 }
 
 impl Room {
+    /// The attempts `endpoint` may start at once, if this worker limits it.
+    pub fn attempts_of(&self, endpoint: Uuid) -> Option<i64> {
+        let at = self
+            .endpoints
+            .iter()
+            .position(|&limited| limited == endpoint)?;
+        Some(self.attempts[at])
+    }
+
     /// The endpoints that may start no attempt now.
     pub fn blocked(&self) -> Vec<Uuid> {
         let attempts = self.attempts.iter();
@@ -97,6 +110,8 @@ impl Room {
 pub struct Isolation {
     endpoints: Mutex<HashMap<Uuid, EndpointState>>,
     max_in_flight: usize,
+    /// Deliveries one attempt slot sends one after another (`DELIVERY_BATCH`).
+    batch: usize,
     failure_threshold: u32,
     cooldown: Duration,
 }
@@ -115,6 +130,7 @@ impl Isolation {
         Isolation {
             endpoints: Mutex::new(HashMap::new()),
             max_in_flight: settings.endpoint_concurrency.max(1),
+            batch: settings.batch.max(1),
             failure_threshold: settings.circuit_failure_threshold.max(1),
             cooldown: settings.circuit_cooldown,
         }
@@ -125,14 +141,26 @@ impl Isolation {
         let now = Instant::now();
         let mut endpoints = self.endpoints.lock().expect("isolation lock");
         let mut room = Room::default();
+        let full_rows = self.max_in_flight * self.batch;
         for (id, state) in endpoints.iter_mut() {
             let attempts = state.room(now, self.max_in_flight);
-            if attempts < self.max_in_flight {
+            let rows = match (state.open_until, state.rate_limit_per_s) {
+                (Some(_), _) => attempts,
+                (None, Some(_)) => (attempts * self.batch).min(state.tokens.max(0.0) as usize),
+                (None, None) => attempts * self.batch,
+            };
+            if attempts < self.max_in_flight || rows < full_rows {
                 room.endpoints.push(*id);
                 room.attempts.push(attempts as i64);
+                room.rows.push(rows as i64);
             }
         }
         room
+    }
+
+    /// Deliveries a claim may take of an endpoint this worker does not limit.
+    pub fn full_rows(&self) -> usize {
+        self.max_in_flight * self.batch
     }
 
     /// Takes a slot, a token and (when the circuit is half-open) the probe; `None` when the
@@ -179,6 +207,34 @@ impl Isolation {
             if state.probing || state.consecutive_failures >= self.failure_threshold {
                 state.open_until = Some(Instant::now() + self.cooldown);
             }
+        }
+    }
+}
+
+impl Permit {
+    /// Whether the holder may send the next delivery of its batch: not when the circuit has
+    /// opened (or this was the half-open probe, which is one attempt), nor without a token of
+    /// the endpoint's rate limit (taken here).
+    pub fn may_send_another(&self) -> bool {
+        if self.probe {
+            return false;
+        }
+        let now = Instant::now();
+        let mut endpoints = self.isolation.endpoints.lock().expect("isolation lock");
+        let Some(state) = endpoints.get_mut(&self.endpoint) else {
+            return false;
+        };
+        if state.open_until.is_some() {
+            return false;
+        }
+        state.refill(now);
+        match state.rate_limit_per_s {
+            Some(_) if state.tokens < 1.0 => false,
+            Some(_) => {
+                state.tokens -= 1.0;
+                true
+            }
+            None => true,
         }
     }
 }
@@ -231,7 +287,50 @@ mod tests {
         let _one = isolation.try_start(busy, None).unwrap();
         drop(isolation.try_start(idle, None).unwrap());
         let room = isolation.room();
-        assert_eq!((room.endpoints, room.attempts), (vec![busy], vec![1]));
+        let batch = isolation.batch as i64;
+        assert_eq!(
+            (room.endpoints, room.attempts, room.rows),
+            (vec![busy], vec![1], vec![batch])
+        );
+    }
+
+    #[test]
+    fn a_batch_goes_on_while_the_circuit_is_closed_and_tokens_last() {
+        let isolation = isolation(1000);
+        let (plain, limited, failing) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let permit = isolation.try_start(plain, None).unwrap();
+        assert!((0..100).all(|_| permit.may_send_another()));
+
+        let permit = isolation.try_start(limited, Some(3)).unwrap();
+        assert!(
+            !permit.may_send_another(),
+            "a new endpoint's bucket holds one token"
+        );
+        std::thread::sleep(Duration::from_millis(1_100));
+        let more = (0..10).filter(|_| permit.may_send_another()).count();
+        assert_eq!(more, 3, "a second refills the bucket to one second's worth");
+        let room = isolation.room();
+        assert_eq!(
+            room.rows[room.endpoints.iter().position(|&e| e == limited).unwrap()],
+            0
+        );
+
+        let permit = isolation.try_start(failing, None).unwrap();
+        (0..3).for_each(|_| isolation.record(failing, false));
+        assert!(!permit.may_send_another(), "the circuit opened");
+    }
+
+    #[test]
+    fn a_half_open_probe_claims_and_sends_one_delivery() {
+        let isolation = isolation(50);
+        let endpoint = Uuid::new_v4();
+        drop(isolation.try_start(endpoint, None).unwrap());
+        (0..3).for_each(|_| isolation.record(endpoint, false));
+        std::thread::sleep(Duration::from_millis(60));
+        let room = isolation.room();
+        assert_eq!((room.attempts, room.rows), (vec![1], vec![1]));
+        let probe = isolation.try_start(endpoint, None).unwrap();
+        assert!(!probe.may_send_another());
     }
 
     #[test]

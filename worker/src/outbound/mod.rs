@@ -3,7 +3,8 @@
 //! Domain handlers write events into the outbox ([`outbox::emit`]) in their own transaction,
 //! and with each event one delivery per subscribed enabled endpoint ([`dispatch`] catches up on
 //! rows written without theirs). From there every worker runs one delivery loop ([`poller`]):
-//! [`claim`] takes due deliveries endpoint by endpoint, [`send`] signs and POSTs them,
+//! [`claim`] takes due deliveries endpoint by endpoint, [`batch`] splits them among the free
+//! attempt slots, [`send`] signs and POSTs them,
 //! [`schedule`] decides what an answer means and when to retry, and [`deliver`] records the
 //! outcome. [`isolation`] keeps a
 //! failing or slow endpoint from holding up the others, [`guard`] refuses internal destinations,
@@ -22,6 +23,7 @@
 //! loop sleeps exactly until the next due delivery, and `DELIVERY_POLL_MS` (default 1 s) bounds
 //! the sleep when a wake-up is lost.
 
+pub mod batch;
 pub mod claim;
 pub mod counts;
 pub mod deliver;
@@ -56,6 +58,8 @@ pub struct Outbound {
     /// the free ones.
     pub slots: Arc<Semaphore>,
     pub endpoint_concurrency: usize,
+    /// Deliveries one attempt slot sends one after another from a claim (`DELIVERY_BATCH`).
+    pub batch: usize,
     /// Wakes this worker's delivery loop: notified after this worker commits outbox events.
     pub wake: Notify,
 }
@@ -69,6 +73,7 @@ impl Outbound {
             isolation: Arc::new(isolation::Isolation::new(settings)),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             endpoint_concurrency: settings.endpoint_concurrency.max(1),
+            batch: settings.batch.max(1),
             wake: Notify::new(),
         })
     }

@@ -1,7 +1,7 @@
-//! The delivery loop each worker runs: claim due deliveries up to the free concurrency, start
-//! their attempts, then sleep until the next one is due, this worker commits new events
-//! (`Outbound::wake`), another writer sends `NOTIFY outbound`, an attempt finishes, or
-//! `DELIVERY_POLL_MS` passes, whichever comes first.
+//! The delivery loop each worker runs: claim due deliveries for the free attempt slots (a batch
+//! of `DELIVERY_BATCH` each, [`super::batch`]), start the batches, then sleep until the next
+//! delivery is due, this worker commits new events (`Outbound::wake`), another writer sends
+//! `NOTIFY outbound`, a batch finishes, or `DELIVERY_POLL_MS` passes, whichever comes first.
 //!
 //! Several workers run this loop on one database at once: `FOR UPDATE SKIP LOCKED` hands each
 //! due delivery to one of them.
@@ -15,13 +15,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use super::batch::{Batch, Split};
 use super::claim::{self, Claimed};
 use super::{counts, deliver, metrics};
 use crate::WorkerContext;
 
 /// The shortest sleep between two passes, so a due but unclaimable delivery cannot spin.
 const MIN_WAIT: Duration = Duration::from_millis(10);
-/// How soon a claimed delivery whose endpoint was busy is due again.
+/// How soon a claimed delivery that found no attempt slot is due again.
 const RELEASE_AFTER_MS: i64 = 100;
 /// How often the pending gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
@@ -50,7 +51,7 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
     while attempts.join_next().await.is_some() {}
 }
 
-/// One pass: claim, start attempts. `after` is the endpoint the previous pass's claim ended
+/// One pass: claim, start batches. `after` is the endpoint the previous pass's claim ended
 /// with, so endpoints take turns when there are more due than free slots.
 async fn pass(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, after: &mut Uuid) {
     let outbound = &context.outbound;
@@ -61,49 +62,66 @@ async fn pass(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, after: &
     let room = outbound.isolation.room();
     let request = claim::Request {
         room: &room,
-        limit: free as i64,
-        per_endpoint: outbound.endpoint_concurrency as i64,
+        limit: (free * outbound.batch) as i64,
+        per_endpoint: outbound.isolation.full_rows() as i64,
+        endpoints: free as i64,
         after: *after,
     };
-    match claim::claim(&context.pool, &request).await {
-        Ok(claimed) => {
-            *after = claim::last_served(*after, &claimed);
-            claimed
-                .into_iter()
-                .for_each(|delivery| start(context, attempts, delivery))
-        }
-        Err(error) => tracing::warn!(%error, "claiming deliveries failed"),
+    let claimed_at = Utc::now();
+    let claimed = match claim::claim(&context.pool, &request).await {
+        Ok(claimed) => claimed,
+        Err(error) => return tracing::warn!(%error, "claiming deliveries failed"),
+    };
+    *after = claim::last_served(*after, &claimed);
+    let split = Split {
+        slots: free,
+        room: &room,
+        per_endpoint: outbound.endpoint_concurrency,
+        batch: outbound.batch,
+    };
+    let (batches, left_over) = split.split(claimed);
+    give_back(context, attempts, left_over);
+    for batch in batches {
+        start(context, attempts, batch, claimed_at);
     }
 }
 
-/// Starts one attempt as a task holding a global slot and its endpoint's permit; gives the
-/// delivery back when its endpoint is busy.
-fn start(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, delivery: Claimed) {
-    let context = context.clone();
+/// Starts one batch as a task holding a global slot and its endpoint's permit; gives the
+/// deliveries back when its endpoint is busy.
+fn start(
+    context: &Arc<WorkerContext>,
+    attempts: &mut JoinSet<()>,
+    batch: Batch,
+    claimed_at: chrono::DateTime<Utc>,
+) {
     let outbound = &context.outbound;
     let slot = outbound.slots.clone().try_acquire_owned();
-    let permit = outbound
-        .isolation
-        .try_start(delivery.endpoint_id, delivery.rate_limit_per_s);
+    let rate_limit = batch.deliveries.first().and_then(|d| d.rate_limit_per_s);
+    let permit = outbound.isolation.try_start(batch.endpoint_id, rate_limit);
     let (Ok(slot), Some(permit)) = (slot, permit) else {
-        attempts.spawn(async move {
-            if let Err(error) = claim::release(&context.pool, &delivery, RELEASE_AFTER_MS).await {
-                tracing::warn!(%error, delivery = %delivery.id, "release failed; the lease will expire");
-            }
-        });
-        return;
+        return give_back(context, attempts, batch.deliveries);
     };
+    let context = context.clone();
     attempts.spawn(async move {
-        let _held = (slot, permit);
+        let _slot = slot;
         let outbound = &context.outbound;
-        match deliver::attempt(outbound, &context.pool, &delivery).await {
-            Ok(Some(report)) => outbound
-                .isolation
-                .record(delivery.endpoint_id, !report.answer().is_trouble()),
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(error = format!("{error:#}"), delivery = %delivery.id, "attempt not recorded; the lease will expire")
-            }
+        if let Err(error) = deliver::batch(outbound, &context.pool, &batch, &permit, claimed_at).await {
+            let deliveries = batch.deliveries.len();
+            tracing::warn!(error = format!("{error:#}"), endpoint = %batch.endpoint_id, deliveries, "batch not recorded; the lease will expire");
+        }
+    });
+}
+
+/// Gives claimed deliveries back unattempted, in the background.
+fn give_back(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, deliveries: Vec<Claimed>) {
+    if deliveries.is_empty() {
+        return;
+    }
+    let context = context.clone();
+    attempts.spawn(async move {
+        if let Err(error) = claim::release(&context.pool, &deliveries, RELEASE_AFTER_MS).await {
+            let deliveries = deliveries.len();
+            tracing::warn!(%error, deliveries, "release failed; the lease will expire");
         }
     });
 }
