@@ -84,18 +84,22 @@ pub struct Request<'a> {
 /// endpoints that have any due, walking enabled endpoints in id order from the one after $5
 /// round to $5, taking of each at most its room ($1/$2, else $3) of its earliest due rows. The
 /// due condition sits in the locking subquery, so a row another worker claimed meanwhile is
-/// rechecked after the lock and skipped.
+/// rechecked after the lock and skipped. Every read of `deliveries` is an index lookup by
+/// construction, whatever the statistics say: "has a due row" is a `LIMIT 1` in due order
+/// (never flattened into a semi-join that may scan), and the update finds its rows by primary
+/// key through `= ANY` (never a hash join over the whole table).
 pub const CLAIM: &str = concat!(
     "WITH walk AS (
          SELECT e.id, coalesce(r.rows, $3) AS rows
          FROM endpoints e
          LEFT JOIN UNNEST($1::uuid[], $2::bigint[]) AS r (endpoint_id, rows)
              ON r.endpoint_id = e.id
-         WHERE e.enabled AND coalesce(r.rows, $3) > 0
-             AND EXISTS (
-                 SELECT 1 FROM deliveries
-                 WHERE endpoint_id = e.id AND status = 'pending' AND next_attempt_at <= now()
-             )
+         CROSS JOIN LATERAL (
+             SELECT next_attempt_at FROM deliveries
+             WHERE endpoint_id = e.id AND status = 'pending'
+             ORDER BY next_attempt_at LIMIT 1
+         ) first
+         WHERE e.enabled AND coalesce(r.rows, $3) > 0 AND first.next_attempt_at <= now()
          ORDER BY e.id <= $5, e.id
          LIMIT $7
      ),
@@ -113,7 +117,8 @@ pub const CLAIM: &str = concat!(
      UPDATE deliveries d
      SET next_attempt_at = now() + (e.timeout_ms + $6) * interval '1 millisecond'
      FROM due, endpoints e, outbox o
-     WHERE d.id = due.id AND e.id = d.endpoint_id AND o.id = d.event_id
+     WHERE d.id = ANY (ARRAY(SELECT id FROM due)) AND d.id = due.id
+         AND e.id = d.endpoint_id AND o.id = d.event_id
      RETURNING due.next_attempt_at AS due_at, ",
     claimed_columns!()
 );
@@ -207,7 +212,8 @@ pub async fn release(
     sqlx::query(
         "UPDATE deliveries d SET next_attempt_at = now() + $3 * interval '1 millisecond'
          FROM UNNEST($1::uuid[], $2::int[]) AS r (id, attempts)
-         WHERE d.id = r.id AND d.attempts = r.attempts AND d.status = 'pending'",
+         WHERE d.id = ANY ($1) AND d.id = r.id AND d.attempts = r.attempts
+             AND d.status = 'pending'",
     )
     .bind(ids)
     .bind(attempts)

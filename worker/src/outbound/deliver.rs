@@ -207,7 +207,8 @@ async fn record(
 }
 
 /// Updates the claimed deliveries and inserts their attempts, in one statement; returns the
-/// deliveries recorded (nothing is written of one that changed since the claim).
+/// deliveries recorded (nothing is written of one that changed since the claim). The rows are
+/// found by primary key (`= ANY`), never by a join the planner might hash over the table.
 async fn record_attempts(
     executor: impl sqlx::PgExecutor<'_>,
     outcomes: &[Outcome<'_>],
@@ -255,7 +256,8 @@ async fn record_attempts(
                  next_attempt_at = o.next_attempt_at, last_error = o.last_error,
                  updated_at = now()
              FROM outcome o
-             WHERE d.id = o.id AND d.attempts = o.attempts AND d.status = 'pending'
+             WHERE d.id = ANY ($1) AND d.id = o.id AND d.attempts = o.attempts
+                 AND d.status = 'pending'
              RETURNING d.id
          )
          INSERT INTO delivery_attempts
