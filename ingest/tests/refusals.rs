@@ -3,7 +3,9 @@
 
 mod harness;
 
-use harness::{ASLEEP_KEY, OMI_KEY, TestIngest, error_of, omi_query, reflector_signature};
+use harness::{
+    ASLEEP_KEY, OMI_KEY, REFLECTOR_SECRET, TestIngest, error_of, omi_query, reflector_signature,
+};
 use shared::testkit::fixture;
 
 /// Request headers, as a table row holds them.
@@ -88,6 +90,22 @@ async fn reflector_signatures_more_than_five_minutes_off_either_way_are_401() {
     let signature = reflector_signature(&body, 0);
     let response = ingest.post_reflector_signed(&signature, tampered).await;
     assert_eq!(error_of(response).await.0, 401);
+    assert_eq!(ingest.broker.events_ready().await, 0);
+}
+
+/// Timestamps at the ends of `i64`, correctly signed, are refused as stale: the check used to
+/// overflow on `now - t` and panic the request.
+#[tokio::test]
+async fn reflector_timestamps_at_the_ends_of_i64_are_401_not_a_panic() {
+    let ingest = TestIngest::start().await;
+    let body = fixture("reflector/transcript_completed.json");
+    for timestamp in [i64::MIN, i64::MAX] {
+        let signature = shared::signature::reflector_header(&[REFLECTOR_SECRET], timestamp, &body);
+        let response = ingest.post_reflector_signed(&signature, body.clone()).await;
+        let (status, _, message) = error_of(response).await;
+        assert_eq!(status, 401, "t={timestamp}");
+        assert!(message.contains("5 minutes"), "t={timestamp}: {message}");
+    }
     assert_eq!(ingest.broker.events_ready().await, 0);
 }
 

@@ -102,7 +102,8 @@ pub fn reflector_verify(
     if candidates.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > TIMESTAMP_TOLERANCE_S {
+    // `abs_diff`: the sender picks `t`, and `now - t` overflows for `t` near `i64::MIN`.
+    if now.abs_diff(timestamp) > TIMESTAMP_TOLERANCE_S.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let stamp = timestamp.to_string();
@@ -185,5 +186,25 @@ mod tests {
             reflector_verify("t=5", b"{}", &secrets, 5),
             Err(SignatureError::Malformed)
         );
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_stale_not_an_overflow() {
+        let secrets = vec!["s3cret".to_owned()];
+        for timestamp in [i64::MIN, i64::MAX] {
+            let header = reflector_header(&["s3cret"], timestamp, b"{}");
+            for now in [0, 1_700_000_000, -1, i64::MAX, i64::MIN] {
+                let expected = if now == timestamp {
+                    Ok(())
+                } else {
+                    Err(SignatureError::Stale)
+                };
+                assert_eq!(
+                    reflector_verify(&header, b"{}", &secrets, now),
+                    expected,
+                    "t={timestamp} now={now}"
+                );
+            }
+        }
     }
 }
