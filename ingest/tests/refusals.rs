@@ -109,6 +109,22 @@ async fn reflector_timestamps_at_the_ends_of_i64_are_401_not_a_panic() {
     assert_eq!(ingest.broker.events_ready().await, 0);
 }
 
+/// A malformed or stale signature header is refused before the body is read: an oversized body
+/// behind it is a 401, not a 413 (which would mean ingest read it first).
+#[tokio::test]
+async fn a_bad_reflector_signature_header_is_401_before_the_body_is_read() {
+    let ingest = TestIngest::start_configured(|settings| settings.json_body_limit = 1_024).await;
+    let oversized = vec![b'x'; 8_192];
+    let stale = reflector_signature(&oversized, -3_600);
+    for signature in ["t=1,v1=zz", "v1=00", "t=5", stale.as_str()] {
+        let response = ingest
+            .post_reflector_signed(signature, oversized.clone())
+            .await;
+        let (status, _, message) = error_of(response).await;
+        assert_eq!(status, 401, "{signature}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn sources_without_credentials_are_503_naming_the_variable_to_set() {
     let ingest = TestIngest::start_configured(|settings| {
