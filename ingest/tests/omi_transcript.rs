@@ -96,6 +96,33 @@ async fn an_unreachable_broker_is_503_with_retry_after() {
     assert_eq!((status, code.as_str()), (503, "unavailable"));
 }
 
+/// `/readyz` on an unreachable broker is 503 in fixed words, with no error text from the
+/// broker connection (the publisher logs it).
+#[tokio::test]
+async fn readyz_on_an_unreachable_broker_is_503_without_any_error_text() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let broker = TestBroker::new();
+    let settings = broker.settings_via(TestBroker::url_for(closed_port));
+    let ingest = TestIngest::start_with(broker, settings).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let response = ingest
+        .client
+        .get(ingest.service.url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let expected = serde_json::json!({
+        "error": "not_ready",
+        "message": "not connected to the broker",
+    });
+    assert_eq!(body, expected);
+}
+
 #[tokio::test]
 async fn a_broker_outage_is_503_never_202_and_ingest_recovers_by_itself() {
     let (ingest, proxy) = TestIngest::behind_proxy(std::time::Duration::from_secs(5)).await;

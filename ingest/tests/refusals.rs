@@ -3,7 +3,9 @@
 
 mod harness;
 
-use harness::{ASLEEP_KEY, OMI_KEY, TestIngest, error_of, omi_query, reflector_signature};
+use harness::{
+    ASLEEP_KEY, OMI_KEY, REFLECTOR_SECRET, TestIngest, error_of, omi_query, reflector_signature,
+};
 use shared::testkit::fixture;
 
 /// Request headers, as a table row holds them.
@@ -89,6 +91,38 @@ async fn reflector_signatures_more_than_five_minutes_off_either_way_are_401() {
     let response = ingest.post_reflector_signed(&signature, tampered).await;
     assert_eq!(error_of(response).await.0, 401);
     assert_eq!(ingest.broker.events_ready().await, 0);
+}
+
+/// Timestamps at the ends of `i64`, correctly signed, are refused as stale: the check used to
+/// overflow on `now - t` and panic the request.
+#[tokio::test]
+async fn reflector_timestamps_at_the_ends_of_i64_are_401_not_a_panic() {
+    let ingest = TestIngest::start().await;
+    let body = fixture("reflector/transcript_completed.json");
+    for timestamp in [i64::MIN, i64::MAX] {
+        let signature = shared::signature::reflector_header(&[REFLECTOR_SECRET], timestamp, &body);
+        let response = ingest.post_reflector_signed(&signature, body.clone()).await;
+        let (status, _, message) = error_of(response).await;
+        assert_eq!(status, 401, "t={timestamp}");
+        assert!(message.contains("5 minutes"), "t={timestamp}: {message}");
+    }
+    assert_eq!(ingest.broker.events_ready().await, 0);
+}
+
+/// A malformed or stale signature header is refused before the body is read: an oversized body
+/// behind it is a 401, not a 413 (which would mean ingest read it first).
+#[tokio::test]
+async fn a_bad_reflector_signature_header_is_401_before_the_body_is_read() {
+    let ingest = TestIngest::start_configured(|settings| settings.json_body_limit = 1_024).await;
+    let oversized = vec![b'x'; 8_192];
+    let stale = reflector_signature(&oversized, -3_600);
+    for signature in ["t=1,v1=zz", "v1=00", "t=5", stale.as_str()] {
+        let response = ingest
+            .post_reflector_signed(signature, oversized.clone())
+            .await;
+        let (status, _, message) = error_of(response).await;
+        assert_eq!(status, 401, "{signature}: {message}");
+    }
 }
 
 #[tokio::test]

@@ -80,6 +80,67 @@ pub fn reflector_header(secrets: &[&str], timestamp: i64, body: &[u8]) -> String
     header
 }
 
+/// A parsed Reflector `X-Webhook-Signature`: its timestamp and the MACs it offers. Parsing and
+/// the freshness check need no body, so a receiver can refuse a bad header before reading one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReflectorSignature {
+    timestamp: i64,
+    candidates: Vec<Vec<u8>>,
+}
+
+impl ReflectorSignature {
+    /// `t=<unix>,v1=<hex>[,v1=<hex>...]`; `Malformed` without a timestamp or a `v1`.
+    pub fn parse(header: &str) -> Result<Self, SignatureError> {
+        let mut timestamp = None;
+        let mut candidates = Vec::new();
+        for part in header.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
+                Some(("v1", value)) => {
+                    candidates.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?)
+                }
+                _ => {}
+            }
+        }
+        let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+        if candidates.is_empty() {
+            return Err(SignatureError::Malformed);
+        }
+        Ok(ReflectorSignature {
+            timestamp,
+            candidates,
+        })
+    }
+
+    /// `Stale` when the timestamp is more than [`TIMESTAMP_TOLERANCE_S`] from `now` (unix s).
+    pub fn check_fresh(&self, now: i64) -> Result<(), SignatureError> {
+        // `abs_diff`: the sender picks `t`, and `now - t` overflows for `t` near `i64::MIN`.
+        if now.abs_diff(self.timestamp) > TIMESTAMP_TOLERANCE_S.unsigned_abs() {
+            Err(SignatureError::Stale)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `Mismatch` unless one offered MAC is the HMAC of `body` under one of `secrets`
+    /// (compared in constant time).
+    pub fn check_body(&self, body: &[u8], secrets: &[String]) -> Result<(), SignatureError> {
+        let stamp = self.timestamp.to_string();
+        let mut matched = subtle::Choice::from(0);
+        for secret in secrets {
+            let expected = hmac(secret.as_bytes(), &[stamp.as_bytes(), b".", body]);
+            for candidate in &self.candidates {
+                matched |= expected.as_slice().ct_eq(candidate.as_slice());
+            }
+        }
+        if bool::from(matched) {
+            Ok(())
+        } else {
+            Err(SignatureError::Mismatch)
+        }
+    }
+}
+
 /// Verifies a Reflector `X-Webhook-Signature` against any of `secrets` at time `now` (unix s).
 pub fn reflector_verify(
     header: &str,
@@ -87,37 +148,9 @@ pub fn reflector_verify(
     secrets: &[String],
     now: i64,
 ) -> Result<(), SignatureError> {
-    let mut timestamp = None;
-    let mut candidates = Vec::new();
-    for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-            Some(("v1", value)) => {
-                candidates.push(hex::decode(value).map_err(|_| SignatureError::Malformed)?)
-            }
-            _ => {}
-        }
-    }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
-    if candidates.is_empty() {
-        return Err(SignatureError::Malformed);
-    }
-    if (now - timestamp).abs() > TIMESTAMP_TOLERANCE_S {
-        return Err(SignatureError::Stale);
-    }
-    let stamp = timestamp.to_string();
-    let mut matched = subtle::Choice::from(0);
-    for secret in secrets {
-        let expected = hmac(secret.as_bytes(), &[stamp.as_bytes(), b".", body]);
-        for candidate in &candidates {
-            matched |= expected.as_slice().ct_eq(candidate.as_slice());
-        }
-    }
-    if bool::from(matched) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    let signature = ReflectorSignature::parse(header)?;
+    signature.check_fresh(now)?;
+    signature.check_body(body, secrets)
 }
 
 #[cfg(test)]
@@ -185,5 +218,25 @@ mod tests {
             reflector_verify("t=5", b"{}", &secrets, 5),
             Err(SignatureError::Malformed)
         );
+    }
+
+    #[test]
+    fn timestamps_at_the_ends_of_i64_are_stale_not_an_overflow() {
+        let secrets = vec!["s3cret".to_owned()];
+        for timestamp in [i64::MIN, i64::MAX] {
+            let header = reflector_header(&["s3cret"], timestamp, b"{}");
+            for now in [0, 1_700_000_000, -1, i64::MAX, i64::MIN] {
+                let expected = if now == timestamp {
+                    Ok(())
+                } else {
+                    Err(SignatureError::Stale)
+                };
+                assert_eq!(
+                    reflector_verify(&header, b"{}", &secrets, now),
+                    expected,
+                    "t={timestamp} now={now}"
+                );
+            }
+        }
     }
 }

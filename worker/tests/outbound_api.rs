@@ -189,6 +189,34 @@ async fn the_test_route_sends_a_test_event_and_reports_the_answer() {
     );
 }
 
+/// A `Retry-After` no date can hold fails the delivery after its one attempt, recorded, both
+/// through the test route and through the delivery loop (it used to panic the attempt, which
+/// was then sent again forever, and the test route's handler with it).
+#[tokio::test]
+async fn a_retry_after_beyond_any_date_fails_the_delivery_after_one_recorded_attempt() {
+    let worker = TestWorker::start().await;
+    let forever = Reply::status(503).retry_after("99999999999999");
+    let mut receiver = Receiver::scripted(vec![], forever).await;
+    let endpoint = worker.endpoint_for(&receiver).await;
+    let path = format!("/v1/endpoints/{}/test", endpoint["id"].as_str().unwrap());
+
+    let (status, answer) = worker.post_json(&path).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status_code"], 503);
+    let tested = format!("/v1/deliveries/{}", answer["delivery_id"].as_str().unwrap());
+    assert_eq!(worker.get_json(&tested).await["status"], "failed");
+    receiver.next().await;
+
+    let event = worker.emit(EventType::AudioLevel, json!({})).await;
+    let delivery = worker
+        .delivery_with_status(event, &endpoint, "failed")
+        .await;
+    assert_eq!(delivery["attempts"].as_array().unwrap().len(), 1);
+    receiver.next().await;
+    let resent = receiver.drain(Duration::from_secs(1)).await;
+    assert!(resent.is_empty(), "sent again {} times", resent.len());
+}
+
 #[tokio::test]
 async fn failed_deliveries_can_be_retried_and_recovered() {
     let worker = TestWorker::start().await;

@@ -106,6 +106,47 @@ async fn the_worker_waits_for_postgres_at_start_and_becomes_ready() {
     service.stop().await;
 }
 
+/// With the broker and Postgres both unreachable, `/readyz` says which is down in fixed words
+/// and shows no error text from either (it is logged instead).
+#[tokio::test]
+async fn readyz_names_what_is_down_without_any_error_text() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let broker = TestBroker::new();
+    let (database, proxy, url) = database_behind_proxy().await;
+    let mut settings = test_settings(&broker, &database);
+    settings.broker = broker.settings_via(TestBroker::url_for(closed_port));
+    settings.database_url = url;
+    proxy.set_mode(ProxyMode::Cut);
+    let service = spawn_unready(settings).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (status, body) = readiness(&service).await;
+    assert_eq!(status, 503);
+    let expected = serde_json::json!({
+        "status": "not_ready",
+        "stopping": false,
+        "broker": "down",
+        "database": "down",
+        "tasks_down": body["tasks_down"],
+    });
+    assert_eq!(body, expected);
+    let text = body.to_string().to_lowercase();
+    for leak in [
+        "error",
+        "refused",
+        "connect",
+        "timed out",
+        "127.0.0.1",
+        "postgres",
+    ] {
+        assert!(!text.contains(leak), "{leak:?} in {text}");
+    }
+    service.stop().await;
+}
+
 /// Postgres goes away while the worker holds events; the shutdown still completes within the
 /// bound, and the events come back and are stored once when Postgres is back.
 #[tokio::test]

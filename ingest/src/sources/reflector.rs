@@ -1,8 +1,9 @@
 //! Reflector, the meeting transcriber: `transcript.completed` on `/v1/reflector`.
 //!
 //! Reflector signs `X-Webhook-Signature: t=<unix>,v1=<hex>` over `<t>.<raw body>`; the
-//! [`SignedBody`] extractor checks it against every secret in `REFLECTOR_SECRETS` before the
-//! body is parsed, and refuses timestamps more than 5 minutes off (Reflector enforces none).
+//! [`SignedBody`] extractor refuses a malformed header or a timestamp more than 5 minutes off
+//! (Reflector enforces none) before reading the body, then checks the body against every
+//! secret in `REFLECTOR_SECRETS` before it is parsed.
 
 use axum::Router;
 use axum::extract::{FromRequest, Request, State};
@@ -12,7 +13,7 @@ use axum::routing::post;
 use bytes::Bytes;
 use shared::EventKind;
 use shared::payload::reflector::ReflectorEvent;
-use shared::signature::{SignatureError, reflector_verify};
+use shared::signature::{ReflectorSignature, SignatureError};
 
 use super::{Inbound, accept, check_columns, check_id, header, parse_json, read_body};
 use crate::error::IngestError;
@@ -37,23 +38,31 @@ impl FromRequest<AppState> for SignedBody {
         if state.reflector_secrets.is_empty() {
             return Err(IngestError::NotConfigured("REFLECTOR_SECRETS"));
         }
-        let signature = header(request.headers(), SIGNATURE_HEADER)
-            .ok_or(IngestError::Unauthorized("missing X-Webhook-Signature"))?
-            .to_owned();
+        let header_value = header(request.headers(), SIGNATURE_HEADER)
+            .ok_or(IngestError::Unauthorized("missing X-Webhook-Signature"))?;
+        // The header's shape and timestamp are checked before any of the body is read.
+        let signature = ReflectorSignature::parse(header_value).map_err(unauthorized)?;
+        signature
+            .check_fresh(chrono::Utc::now().timestamp())
+            .map_err(unauthorized)?;
         let raw = read_body(request.into_body(), state.json_body_limit).await?;
-        let now = chrono::Utc::now().timestamp();
-        reflector_verify(&signature, &raw, &state.reflector_secrets, now).map_err(|error| {
-            IngestError::Unauthorized(match error {
-                SignatureError::Stale => "X-Webhook-Signature: timestamp more than 5 minutes off",
-                SignatureError::Malformed => "X-Webhook-Signature: malformed",
-                SignatureError::Mismatch | SignatureError::BadSecret => {
-                    "X-Webhook-Signature: no signature matches"
-                }
-            })
-        })?;
+        signature
+            .check_body(&raw, &state.reflector_secrets)
+            .map_err(unauthorized)?;
         state.rate_limiter.check(&["reflector"])?;
         Ok(SignedBody(raw))
     }
+}
+
+/// The 401 for a signature that does not check out.
+fn unauthorized(error: SignatureError) -> IngestError {
+    IngestError::Unauthorized(match error {
+        SignatureError::Stale => "X-Webhook-Signature: timestamp more than 5 minutes off",
+        SignatureError::Malformed => "X-Webhook-Signature: malformed",
+        SignatureError::Mismatch | SignatureError::BadSecret => {
+            "X-Webhook-Signature: no signature matches"
+        }
+    })
 }
 
 /// `POST /v1/reflector`: deduplicated on `transcript.id` (its `event_id` changes on retries).

@@ -60,12 +60,12 @@ const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// `GET /readyz`: 200 `{"status":"ready"}` only when the worker is not stopping, the broker
 /// and the database are reachable and every background task runs; else 503 with
 /// `{"status":"not_ready","stopping","broker","database","tasks_down":[names]}`, which says
-/// what is wrong without any internal error text.
+/// what is wrong without any internal error text (the database's error is logged instead;
+/// the broker's is logged by the consumer).
 async fn readyz(State(context): State<Arc<WorkerContext>>) -> Response {
     let stopping = context.is_stopping();
     let broker = context.broker_connected.load(Ordering::SeqCst);
-    let probe = sqlx::query("SELECT 1").execute(&context.pool);
-    let database = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)));
+    let database = database_answers(&context.pool).await;
     let tasks_down = context.tasks.down();
     if !stopping && broker && database && tasks_down.is_empty() {
         return Json(json!({"status": "ready"})).into_response();
@@ -78,4 +78,20 @@ async fn readyz(State(context): State<Arc<WorkerContext>>) -> Response {
         "tasks_down": tasks_down,
     });
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+/// True when Postgres answers `SELECT 1` within [`PROBE_TIMEOUT`]; why not is logged.
+async fn database_answers(pool: &sqlx::PgPool) -> bool {
+    let probe = sqlx::query("SELECT 1").execute(pool);
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: the database probe failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?PROBE_TIMEOUT, "readiness: the database probe timed out");
+            false
+        }
+    }
 }

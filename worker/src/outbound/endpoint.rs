@@ -16,7 +16,7 @@ const SECRET_BYTES: usize = 32;
 /// The longest request timeout an endpoint may ask for.
 pub const MAX_TIMEOUT_MS: i32 = 60_000;
 /// Headers an endpoint may not set: the ones every delivery carries.
-const RESERVED_HEADERS: [&str; 8] = [
+const RESERVED_HEADERS: [&str; 7] = [
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
@@ -24,7 +24,20 @@ const RESERVED_HEADERS: [&str; 8] = [
     "x-webhook-event",
     "x-webhook-retry",
     "content-type",
+];
+/// Headers an endpoint may not set either: hop-by-hop and framing headers, which belong to
+/// the HTTP client (a forged `content-length` or `transfer-encoding` could smuggle a request
+/// to the receiver's proxy; `host` could reach a virtual host the URL does not name).
+const HOP_BY_HOP_HEADERS: [&str; 9] = [
+    "connection",
+    "content-length",
     "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 /// What is wrong with an endpoint's settings.
@@ -119,6 +132,11 @@ pub fn check_headers(headers: &serde_json::Value) -> Result<(), EndpointError> {
         if RESERVED_HEADERS.contains(&parsed.as_str()) {
             return Err(bad("set by every delivery, cannot be overridden"));
         }
+        if HOP_BY_HOP_HEADERS.contains(&parsed.as_str()) {
+            return Err(bad(
+                "a hop-by-hop or framing header, set by the HTTP client only",
+            ));
+        }
         let value = value
             .as_str()
             .ok_or_else(|| bad("value must be a string"))?;
@@ -189,6 +207,12 @@ mod tests {
     fn custom_headers_are_strings_and_cannot_replace_ours() {
         assert!(check_headers(&json!({"X-Tenant": "a"})).is_ok());
         assert!(check_headers(&json!({"Webhook-Signature": "x"})).is_err());
+        for name in HOP_BY_HOP_HEADERS.iter().chain(&["Content-Length", "HOST"]) {
+            let error = check_headers(&json!({ *name: "1" }))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(&format!("{name:?}")), "{error}");
+        }
         assert!(check_headers(&json!({"X-Number": 5})).is_err());
         assert!(check_headers(&json!({"bad name": "x"})).is_err());
         assert!(check_headers(&json!(["x"])).is_err());

@@ -1,9 +1,13 @@
 //! The retry schedule as pure functions: what one attempt's result means, and when the next
 //! attempt is due (INTERFACE.md section 4). No I/O here, so every rule is unit-tested.
+//!
+//! A receiver's `Retry-After` is input from outside: any number of seconds or any date. It is
+//! clamped to the delivery window before it touches a date, and every date sum is checked, so
+//! no answer can overflow the arithmetic.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::settings::DeliverySettings;
 
@@ -38,11 +42,11 @@ pub enum RetryAfter {
 }
 
 impl RetryAfter {
-    /// Parses either form; `None` when it is neither.
+    /// Parses either form; `None` when it is neither. Seconds beyond `u64` are `u64::MAX`.
     pub fn parse(value: &str) -> Option<RetryAfter> {
         let value = value.trim();
-        if let Ok(seconds) = value.parse::<u64>() {
-            return Some(RetryAfter::Seconds(seconds));
+        if !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_digit()) {
+            return Some(RetryAfter::Seconds(value.parse().unwrap_or(u64::MAX)));
         }
         DateTime::parse_from_rfc2822(value)
             .ok()
@@ -112,9 +116,17 @@ impl Schedule {
             } => retry_after.delay_from(now),
             _ => Duration::ZERO,
         };
-        let delay = self.backoff(attempts, jitter).max(wait_at_least);
-        let next = now + delay;
-        if next > window_start + self.window {
+        // A wait longer than the window fails the delivery whatever its length, so it is
+        // clamped to the window (one step past it) before it becomes a date.
+        let delay = self
+            .backoff(attempts, jitter)
+            .max(wait_at_least)
+            .min(self.window.saturating_add(Duration::from_millis(1)));
+        let Some(next) = later(now, delay) else {
+            return Decision::Failed { disable: false };
+        };
+        let window_closed = later(window_start, self.window).is_some_and(|closes| next > closes);
+        if window_closed {
             Decision::Failed { disable: false }
         } else {
             Decision::RetryAt(next)
@@ -133,6 +145,11 @@ impl Schedule {
             .mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
             .min(self.max_delay)
     }
+}
+
+/// `at + delay`, or `None` when that is not a date chrono can hold.
+fn later(at: DateTime<Utc>, delay: Duration) -> Option<DateTime<Utc>> {
+    at.checked_add_signed(TimeDelta::from_std(delay).ok()?)
 }
 
 /// 4xx answers that retrying cannot fix: all but 408 Timeout, 409 Conflict and 429 Too Many.
@@ -242,6 +259,67 @@ mod tests {
         );
         let beyond = schedule().decide(asks(429, 90_000), 1, now, now, 0.5);
         assert_eq!(beyond, Decision::Failed { disable: false });
+    }
+
+    #[test]
+    fn a_huge_retry_after_fails_the_delivery_without_overflowing() {
+        let now = Utc::now();
+        let huge_dates = [
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+            "Fri, 31 Dec 9999 23:59:59 -2359",
+        ];
+        let mut asked: Vec<RetryAfter> = ["99999999999999", "18446744073709551615"]
+            .into_iter()
+            .chain(huge_dates)
+            .filter_map(RetryAfter::parse)
+            .collect();
+        asked.push(RetryAfter::At(DateTime::<Utc>::MAX_UTC));
+        assert_eq!(asked.len(), 5, "{asked:?}");
+        for retry_after in asked {
+            for code in [429, 503] {
+                let answer = Answer::Status {
+                    code,
+                    retry_after: Some(retry_after),
+                };
+                let decision = schedule().decide(answer, 1, now, now, 0.5);
+                assert_eq!(
+                    decision,
+                    Decision::Failed { disable: false },
+                    "{retry_after:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn seconds_beyond_u64_saturate() {
+        assert_eq!(
+            RetryAfter::parse("99999999999999"),
+            Some(RetryAfter::Seconds(99_999_999_999_999))
+        );
+        assert_eq!(
+            RetryAfter::parse("999999999999999999999999999"),
+            Some(RetryAfter::Seconds(u64::MAX))
+        );
+        assert_eq!(RetryAfter::parse("-5"), None);
+        assert_eq!(RetryAfter::parse(""), None);
+    }
+
+    #[test]
+    fn a_window_at_the_end_of_time_fails_instead_of_overflowing() {
+        let end = DateTime::<Utc>::MAX_UTC - chrono::Duration::seconds(1);
+        let decision = schedule().decide(status(500), 1, end, end, 0.5);
+        assert_eq!(decision, Decision::Failed { disable: false });
+        let forever = Schedule {
+            window: Duration::MAX,
+            ..schedule()
+        };
+        let now = Utc::now();
+        let decision = forever.decide(status(500), 1, now, now, 0.5);
+        assert_eq!(
+            decision,
+            Decision::RetryAt(now + chrono::Duration::seconds(60))
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `/v1/endpoints`: where outbound webhooks go. Create, list, read, change and delete
 //! endpoints; send a test event; rotate the secret (the old one keeps signing for 24 hours);
 //! requeue failed deliveries; and per-endpoint delivery statistics. A secret is shown in full
-//! only in the answers to create and rotate.
+//! only in the answers to create and rotate, custom header values only in the answer to
+//! create. A change writes only the columns it changes, and a rotation only the secrets, so
+//! concurrent admins never undo each other's work.
 
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::outbound::endpoint::{self as rules, EndpointError};
 use crate::outbound::manual;
-use store::{Endpoint, Stats, Write, find, save};
+use store::{Endpoint, Stats, find};
 
 type Ctx = State<Arc<WorkerContext>>;
 type Id = Result<Path<Uuid>, PathRejection>;
@@ -105,7 +107,7 @@ async fn create(
         updated_at: now,
     };
     endpoint.check(&context)?;
-    let created = save(&context, &endpoint, Write::Insert).await?;
+    let created = store::insert(&context, &endpoint).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -132,24 +134,8 @@ async fn update(
     body: Result<Json<EndpointPatch>, JsonRejection>,
 ) -> Result<Json<Endpoint>, ApiError> {
     let (Path(id), Json(patch)) = (input(id)?, input(body)?);
-    let mut endpoint = find(&context, id).await?;
-    endpoint.url = patch.url.unwrap_or(endpoint.url);
-    endpoint.event_types = patch.event_types.unwrap_or(endpoint.event_types);
-    endpoint.headers = patch.headers.unwrap_or(endpoint.headers);
-    endpoint.timeout_ms = patch.timeout_ms.unwrap_or(endpoint.timeout_ms);
-    endpoint.rate_limit_per_s = patch.rate_limit_per_s.unwrap_or(endpoint.rate_limit_per_s);
-    match patch.enabled {
-        Some(true) => (endpoint.enabled, endpoint.disabled_reason) = (true, None),
-        Some(false) if endpoint.enabled => {
-            endpoint.enabled = false;
-            endpoint.disabled_reason = Some("disabled through the API".to_owned());
-        }
-        _ => {}
-    }
-    endpoint.check(&context)?;
-    Ok(Json(
-        save(&context, &endpoint, Write::Update).await?.masked(),
-    ))
+    patch.check(&context)?;
+    Ok(Json(store::update(&context, id, &patch).await?.masked()))
 }
 
 async fn remove(_: Admin, State(context): Ctx, id: Id) -> Result<StatusCode, ApiError> {
@@ -166,11 +152,10 @@ async fn remove(_: Admin, State(context): Ctx, id: Id) -> Result<StatusCode, Api
 
 async fn rotate(_: Admin, State(context): Ctx, id: Id) -> Result<Json<Endpoint>, ApiError> {
     let Path(id) = input(id)?;
-    let mut endpoint = find(&context, id).await?;
-    endpoint.previous_secret = Some(endpoint.secret);
-    endpoint.previous_secret_expires_at = Some(Utc::now() + ROTATION_OVERLAP);
-    endpoint.secret = rules::generate_secret();
-    Ok(Json(save(&context, &endpoint, Write::Update).await?))
+    let expires_at = Utc::now() + ROTATION_OVERLAP;
+    let secret = rules::generate_secret();
+    let rotated = store::rotate_secret(&context, id, &secret, expires_at).await?;
+    Ok(Json(rotated.headers_masked()))
 }
 
 /// `POST /v1/endpoints/{id}/test` answer: what the receiver said.

@@ -4,12 +4,14 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
+use super::EndpointPatch;
 use crate::WorkerContext;
 use crate::api::ApiError;
 use crate::outbound::counts;
 use crate::outbound::endpoint::{self as rules, EndpointError};
 
-/// An endpoint as stored and shown; the secret is masked unless revealed.
+/// An endpoint as stored and shown; the secret and the custom header values are masked
+/// unless revealed.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Endpoint {
     pub id: Uuid,
@@ -28,15 +30,30 @@ pub struct Endpoint {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What a masked secret or header value shows: the secret's `whsec_` prefix and nothing of
+/// its key, nothing of a header value.
+const MASK: &str = "...";
+
 impl Endpoint {
-    /// The endpoint for an answer that must not reveal the secret: `whsec_abcd...`.
+    /// The endpoint for an answer that must not reveal the secret nor the custom header values
+    /// (they often hold the receiver's credentials): `whsec_...`, `{"X-Api-Key": "..."}`.
     pub fn masked(mut self) -> Self {
-        let shown: String = self.secret.chars().take(10).collect();
-        self.secret = format!("{shown}...");
+        self.secret = format!("whsec_{MASK}");
+        self.headers_masked()
+    }
+
+    /// The endpoint with its custom header values masked and its secret shown: the answer to a
+    /// rotation.
+    pub fn headers_masked(mut self) -> Self {
+        if let Some(headers) = self.headers.as_object_mut() {
+            for value in headers.values_mut() {
+                *value = MASK.into();
+            }
+        }
         self
     }
 
-    /// Checks every field, as stored after a create or a change.
+    /// Checks every field, as stored after a create.
     pub fn check(&self, context: &WorkerContext) -> Result<(), EndpointError> {
         rules::check_url(context.outbound.sender.guard(), &self.url)?;
         rules::check_event_types(&self.event_types)?;
@@ -47,37 +64,40 @@ impl Endpoint {
     }
 }
 
+impl EndpointPatch {
+    /// Checks the fields the patch changes.
+    pub fn check(&self, context: &WorkerContext) -> Result<(), EndpointError> {
+        if let Some(url) = &self.url {
+            rules::check_url(context.outbound.sender.guard(), url)?;
+        }
+        if let Some(event_types) = &self.event_types {
+            rules::check_event_types(event_types)?;
+        }
+        if let Some(headers) = &self.headers {
+            rules::check_headers(headers)?;
+        }
+        if let Some(timeout_ms) = self.timeout_ms {
+            rules::check_timeout(timeout_ms)?;
+        }
+        if let Some(rate_limit_per_s) = self.rate_limit_per_s {
+            rules::check_rate_limit(rate_limit_per_s)?;
+        }
+        Ok(())
+    }
+}
+
 const COLUMNS: &str = "id, url, event_types, secret, previous_secret, previous_secret_expires_at,
     headers, timeout_ms, rate_limit_per_s, enabled, disabled_reason, created_at, updated_at";
 
-/// Whether [`save`] creates the endpoint or changes it.
-#[derive(Debug, Clone, Copy)]
-pub enum Write {
-    Insert,
-    Update,
-}
-
-/// Inserts or updates every field of `endpoint`; returns it as stored.
-pub async fn save(
-    context: &WorkerContext,
-    endpoint: &Endpoint,
-    write: Write,
-) -> Result<Endpoint, ApiError> {
-    let statement = match write {
-        Write::Insert => format!(
-            "INSERT INTO endpoints (url, event_types, secret, previous_secret,
-                 previous_secret_expires_at, headers, timeout_ms, rate_limit_per_s, enabled,
-                 disabled_reason, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             RETURNING {COLUMNS}"
-        ),
-        Write::Update => format!(
-            "UPDATE endpoints SET url = $1, event_types = $2, secret = $3, previous_secret = $4,
-                 previous_secret_expires_at = $5, headers = $6, timeout_ms = $7,
-                 rate_limit_per_s = $8, enabled = $9, disabled_reason = $10, updated_at = now()
-             WHERE id = $11 RETURNING {COLUMNS}"
-        ),
-    };
-    let saved: Option<Endpoint> = sqlx::query_as(&statement)
+/// Inserts a new endpoint; returns it as stored.
+pub async fn insert(context: &WorkerContext, endpoint: &Endpoint) -> Result<Endpoint, ApiError> {
+    let statement = format!(
+        "INSERT INTO endpoints (url, event_types, secret, previous_secret,
+             previous_secret_expires_at, headers, timeout_ms, rate_limit_per_s, enabled,
+             disabled_reason, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         RETURNING {COLUMNS}"
+    );
+    let inserted = sqlx::query_as(&statement)
         .bind(&endpoint.url)
         .bind(&endpoint.event_types)
         .bind(&endpoint.secret)
@@ -89,9 +109,66 @@ pub async fn save(
         .bind(endpoint.enabled)
         .bind(&endpoint.disabled_reason)
         .bind(endpoint.id)
+        .fetch_one(&context.pool)
+        .await?;
+    Ok(inserted)
+}
+
+/// Applies a checked patch in one statement that writes only the columns it changes (the
+/// others keep whatever they hold when it runs), so a concurrent rotation or a concurrent
+/// patch of other fields is never undone. Disabling keeps the reason of an endpoint that was
+/// already disabled.
+pub async fn update(
+    context: &WorkerContext,
+    id: Uuid,
+    patch: &EndpointPatch,
+) -> Result<Endpoint, ApiError> {
+    let statement = format!(
+        "UPDATE endpoints SET url = COALESCE($2, url), event_types = COALESCE($3, event_types),
+             headers = COALESCE($4, headers), timeout_ms = COALESCE($5, timeout_ms),
+             rate_limit_per_s = CASE WHEN $6 THEN $7 ELSE rate_limit_per_s END,
+             enabled = COALESCE($8, enabled),
+             disabled_reason = CASE WHEN $8 THEN NULL
+                 WHEN NOT $8 AND enabled THEN 'disabled through the API'
+                 ELSE disabled_reason END,
+             updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let updated: Option<Endpoint> = sqlx::query_as(&statement)
+        .bind(id)
+        .bind(&patch.url)
+        .bind(&patch.event_types)
+        .bind(&patch.headers)
+        .bind(patch.timeout_ms)
+        .bind(patch.rate_limit_per_s.is_some())
+        .bind(patch.rate_limit_per_s.flatten())
+        .bind(patch.enabled)
         .fetch_optional(&context.pool)
         .await?;
-    saved.ok_or(ApiError::NotFound("endpoint"))
+    updated.ok_or(ApiError::NotFound("endpoint"))
+}
+
+/// Makes `secret` the endpoint's secret and the one it replaces the previous secret, signing
+/// until `previous_expires_at`, in one statement: the secret replaced is the one stored when
+/// it runs, whatever else changes the endpoint meanwhile.
+pub async fn rotate_secret(
+    context: &WorkerContext,
+    id: Uuid,
+    secret: &str,
+    previous_expires_at: DateTime<Utc>,
+) -> Result<Endpoint, ApiError> {
+    let statement = format!(
+        "UPDATE endpoints SET previous_secret = secret, previous_secret_expires_at = $3,
+             secret = $2, updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let rotated: Option<Endpoint> = sqlx::query_as(&statement)
+        .bind(id)
+        .bind(secret)
+        .bind(previous_expires_at)
+        .fetch_optional(&context.pool)
+        .await?;
+    rotated.ok_or(ApiError::NotFound("endpoint"))
 }
 
 pub async fn find(context: &WorkerContext, id: Uuid) -> Result<Endpoint, ApiError> {
