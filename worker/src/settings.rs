@@ -21,8 +21,9 @@ pub struct WorkerSettings {
     /// `WORKER_BATCH` (default 16): the most waiting messages stored in one transaction;
     /// `WORKER_PREFETCH / WORKER_BATCH` batches are stored concurrently.
     pub batch: usize,
-    /// `ADMIN_TOKEN`: bearer token of the management API.
-    pub admin_token: Option<String>,
+    /// `ADMIN_TOKEN`: comma-separated bearer tokens of the management API; any of them is
+    /// accepted, so a token is rotated by listing the new one beside it, then dropping the old.
+    pub admin_tokens: Vec<String>,
     pub audio: AudioSettings,
     /// `SESSION_IDLE_MS` (default 120000): quiet after which a transcript session completes.
     pub session_idle: Duration,
@@ -67,7 +68,7 @@ impl WorkerSettings {
             logs: LogSettings::from_env(env)?,
             prefetch: env.parse("WORKER_PREFETCH", 64)?,
             batch: env.parse("WORKER_BATCH", 16)?,
-            admin_token: env.optional("ADMIN_TOKEN"),
+            admin_tokens: env.list("ADMIN_TOKEN"),
             session_idle: env.millis("SESSION_IDLE_MS", 120_000)?,
             audio: AudioSettings {
                 window_ms: env.parse("AUDIO_WINDOW_MS", 100)?,
