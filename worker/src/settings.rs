@@ -6,6 +6,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
 
+use crate::outbound::at_rest::SecretsKeys;
+
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
     /// `WORKER_ADDR` (default `0.0.0.0:8081`): management API, `/metrics`, health.
@@ -123,6 +125,10 @@ pub struct DeliverySettings {
     pub circuit_failure_threshold: u32,
     /// `CIRCUIT_COOLDOWN_MS` (default 30000): how long an open circuit waits before one probe.
     pub circuit_cooldown: Duration,
+    /// `SECRETS_KEY` (default none): comma-separated base64 keys of 32 bytes that seal
+    /// endpoint secrets and custom header values in Postgres; the first seals, all open (for
+    /// rotation). Without one they are stored in plaintext and the worker warns at start.
+    pub secrets_keys: SecretsKeys,
 }
 
 impl DeliverySettings {
@@ -138,6 +144,7 @@ impl DeliverySettings {
             batch: env.parse("DELIVERY_BATCH", 16)?,
             circuit_failure_threshold: env.parse("CIRCUIT_FAILURE_THRESHOLD", 5)?,
             circuit_cooldown: env.millis("CIRCUIT_COOLDOWN_MS", 30_000)?,
+            secrets_keys: SecretsKeys::parse(&env.list("SECRETS_KEY"))?,
         })
     }
 }

@@ -58,7 +58,8 @@ async fn every_token_listed_in_admin_token_is_accepted_so_it_can_be_rotated() {
             .map(|(_, value)| value.to_string())
     });
     let parsed = worker::settings::WorkerSettings::from_env(&env).unwrap();
-    let worker = TestWorker::start_with(|settings| settings.admin_tokens = parsed.admin_tokens).await;
+    let worker =
+        TestWorker::start_with(|settings| settings.admin_tokens = parsed.admin_tokens).await;
     let with_token = |token: &str| {
         worker
             .client
@@ -69,7 +70,12 @@ async fn every_token_listed_in_admin_token_is_accepted_so_it_can_be_rotated() {
     for token in ["old-token", "new-token"] {
         assert_eq!(with_token(token).await.unwrap().status(), 200, "{token}");
     }
-    for token in ["old-token, new-token", "old-token,new-token", "other", harness::ADMIN_TOKEN] {
+    for token in [
+        "old-token, new-token",
+        "old-token,new-token",
+        "other",
+        harness::ADMIN_TOKEN,
+    ] {
         assert_eq!(with_token(token).await.unwrap().status(), 401, "{token}");
     }
 }

@@ -47,7 +47,10 @@ impl FromRequestParts<Arc<WorkerContext>> for Admin {
 fn is_one_of(presented: &str, tokens: &[String]) -> bool {
     let candidate = Sha256::digest(presented.as_bytes());
     let matched = tokens.iter().fold(Choice::from(0), |matched, token| {
-        matched | Sha256::digest(token.as_bytes()).as_slice().ct_eq(candidate.as_slice())
+        matched
+            | Sha256::digest(token.as_bytes())
+                .as_slice()
+                .ct_eq(candidate.as_slice())
     });
     matched.into()
 }
