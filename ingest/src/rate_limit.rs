@@ -121,7 +121,7 @@ impl<C: Clock + Clone> Limit<C> {
     /// [`MAX_CREDENTIALS`]: drops the full buckets, then, if still too many, starts afresh.
     fn keep_bounded(&self) {
         let checks = self.checks.fetch_add(1, Ordering::Relaxed);
-        if checks % HOUSEKEEPING_EVERY != 0 {
+        if !checks.is_multiple_of(HOUSEKEEPING_EVERY) {
             return;
         }
         let buckets = self.buckets.read().expect("rate limit lock");

@@ -254,7 +254,9 @@ mod tests {
     #[test]
     fn an_old_key_later_in_the_list_still_opens_and_only_the_first_seals() {
         let (old, new) = (key(), key());
-        let sealed_with_old = SecretsKeys::parse(&[old.clone()]).unwrap().seal("v");
+        let sealed_with_old = SecretsKeys::parse(std::slice::from_ref(&old))
+            .unwrap()
+            .seal("v");
         let rotated = SecretsKeys::parse(&[new.clone(), old]).unwrap();
         assert_eq!(rotated.open(&sealed_with_old).unwrap(), "v");
         assert!(!rotated.is_current(&sealed_with_old));
