@@ -1,6 +1,7 @@
 //! Ingest against slow and too many clients, with raw TCP clients on 127.0.0.1: a trickled
 //! body is cut off with 408, a trickled request head is disconnected, requests beyond
-//! `MAX_CONCURRENT_REQUESTS` are 503 at once, a request without credentials is 401 before its
+//! `MAX_CONCURRENT_REQUESTS` are 503 at once, an idle keep-alive connection is closed after the
+//! header timeout, a request without credentials is 401 before its
 //! body arrives, and meanwhile a healthy sender is still answered.
 
 mod harness;
@@ -163,4 +164,26 @@ async fn a_request_without_credentials_is_401_before_its_body_arrives() {
     writer.abort();
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(started.elapsed() < PROMPTLY);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let ingest = start(1_000, 30_000, 64).await;
+    let mut stream = TcpStream::connect(ingest.service.addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: ingest\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut reader, _writer) = stream.into_split();
+    let mut buffer = [0u8; 4096];
+    let read = reader.read(&mut buffer).await.unwrap();
+    assert!(buffer[..read].starts_with(b"HTTP/1.1 200"));
+    let idle = Instant::now();
+    let closed = tokio::time::timeout(PROMPTLY, reader.read(&mut buffer)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        idle.elapsed()
+    );
 }
