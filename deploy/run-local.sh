@@ -15,6 +15,8 @@ export OMI_KEYS=${OMI_KEYS:-dev-omi-key}
 export ASLEEP_API_KEYS=${ASLEEP_API_KEYS:-dev-asleep-key}
 export REFLECTOR_SECRETS=${REFLECTOR_SECRETS:-dev-reflector-secret}
 export ADMIN_TOKEN=${ADMIN_TOKEN:-dev-admin-token}
+# Development key that seals endpoint secrets at rest; set your own: head -c 32 /dev/urandom | base64
+export SECRETS_KEY=${SECRETS_KEY:-BQB38bH3ZRBPePGPyhvqgP8TRJly/vv+i9l/OKKiAaE=}
 export INGEST_ADDR=${INGEST_ADDR:-127.0.0.1:8080}
 export WORKER_ADDR=${WORKER_ADDR:-127.0.0.1:8081}
 export LOG_FORMAT=${LOG_FORMAT:-pretty}

@@ -24,6 +24,12 @@ pub enum IngestError {
     TooLarge { limit: usize },
     #[error("expected Content-Type {expected}")]
     UnsupportedMediaType { expected: &'static str },
+    /// The body did not arrive within `REQUEST_BODY_TIMEOUT_MS`.
+    #[error("the body did not arrive in time")]
+    BodyTimeout,
+    /// `MAX_CONCURRENT_REQUESTS` requests are in progress already.
+    #[error("too many requests in progress; retry in {BUSY_RETRY_AFTER_S} s")]
+    Busy,
     #[error("too many requests for this credential; retry in {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
     #[error("the event could not be queued: {0}")]
@@ -32,6 +38,8 @@ pub enum IngestError {
 
 /// Seconds a sender should wait before retrying after a broker problem.
 const BROKER_RETRY_AFTER_S: u64 = 5;
+/// Seconds a sender should wait before retrying when the process is at its request limit.
+const BUSY_RETRY_AFTER_S: u64 = 1;
 
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
@@ -56,6 +64,13 @@ impl IntoResponse for IngestError {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 message,
+            ),
+            IngestError::BodyTimeout => {
+                error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+            }
+            IngestError::Busy => with_retry_after(
+                error_response(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
+                BUSY_RETRY_AFTER_S,
             ),
             IngestError::RateLimited { retry_after_s } => with_retry_after(
                 error_response(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message),

@@ -7,6 +7,7 @@
 //! - [`sources`]: one module per provider (authenticate, parse, dedup id) and [`sources::accept`].
 //! - [`publisher`]: the shared confirm-mode channel and its reconnecting supervisor.
 //! - [`rate_limit`]: a token bucket per credential (429 beyond it).
+//! - [`server`]: the HTTP server and its bounds on slow and concurrent clients (408, 503).
 //! - [`error`]: every failure and its HTTP answer.
 //! - [`settings`]: configuration from the environment.
 
@@ -14,6 +15,7 @@ pub mod error;
 pub mod publisher;
 pub mod rate_limit;
 pub mod routes;
+pub mod server;
 pub mod settings;
 pub mod sources;
 
@@ -32,9 +34,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let publisher = Publisher::start(settings.broker.clone());
-    let app = router(AppState::new(&settings, publisher));
+    let app = router(AppState::new(&settings, publisher), &settings);
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, app, settings.header_timeout, shutdown).await
 }

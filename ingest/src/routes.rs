@@ -14,6 +14,7 @@ use shared::http::{INGEST_OPENAPI, error_response, healthz, metrics, openapi_res
 
 use crate::publisher::Publisher;
 use crate::rate_limit::RateLimiter;
+use crate::server::{self, RequestLimit};
 use crate::settings::IngestSettings;
 use crate::sources::{self, KeySet};
 
@@ -56,7 +57,21 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The route table. The provider routes are guarded against too many and too slow requests
+/// ([`crate::server`]); health, metrics and OpenAPI are not, so they answer under any load.
+pub fn router(state: AppState, settings: &IngestSettings) -> Router {
+    let providers = Router::new()
+        .merge(sources::omi::routes())
+        .merge(sources::asleep::routes())
+        .merge(sources::reflector::routes())
+        .layer(middleware::from_fn_with_state(
+            settings.body_timeout,
+            server::time_body,
+        ))
+        .layer(middleware::from_fn_with_state(
+            RequestLimit::new(settings.max_concurrent_requests),
+            server::limit_requests,
+        ));
     Router::new()
         .route("/ping", get(|| async { "pong" }))
         .route("/healthz", get(healthz))
@@ -66,9 +81,7 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { openapi_response(INGEST_OPENAPI) }),
         )
-        .merge(sources::omi::routes())
-        .merge(sources::asleep::routes())
-        .merge(sources::reflector::routes())
+        .merge(providers)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn(record_request))
         .with_state(state)

@@ -1,6 +1,7 @@
 //! Ingest's settings, read once from the environment at start.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
 
@@ -27,6 +28,17 @@ pub struct IngestSettings {
     /// `RATE_LIMIT_BURST` (default 0, meaning one second's worth and at least 1): how many
     /// requests a credential may send at once before the per-second rate applies.
     pub rate_limit_burst: u32,
+    /// `REQUEST_HEADER_TIMEOUT_MS` (default 10000): a connection that has not sent a whole
+    /// request head this long after it started waiting for one is closed (slowloris); hyper
+    /// starts waiting as soon as the previous answer is sent, so an idle keep-alive connection
+    /// is closed after this long too.
+    pub header_timeout: Duration,
+    /// `REQUEST_BODY_TIMEOUT_MS` (default 30000): a body not all arrived this long after its
+    /// request head is refused with 408.
+    pub body_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS` (default 512): provider requests one process serves at once;
+    /// beyond, 503 with `Retry-After` at once. Health, metrics and OpenAPI are not counted.
+    pub max_concurrent_requests: usize,
 }
 
 impl IngestSettings {
@@ -42,6 +54,9 @@ impl IngestSettings {
             audio_body_limit: env.parse("AUDIO_BODY_LIMIT_BYTES", 8 * 1024 * 1024)?,
             rate_limit_per_s: env.parse("RATE_LIMIT_PER_S", 0.0)?,
             rate_limit_burst: env.parse("RATE_LIMIT_BURST", 0)?,
+            header_timeout: env.millis("REQUEST_HEADER_TIMEOUT_MS", 10_000)?,
+            body_timeout: env.millis("REQUEST_BODY_TIMEOUT_MS", 30_000)?,
+            max_concurrent_requests: env.parse("MAX_CONCURRENT_REQUESTS", 512)?,
         })
     }
 

@@ -97,6 +97,7 @@ pub async fn run(
     let started =
         db::migrate_when_reachable(&context.settings.database_url, stopping.clone()).await;
     if let Ok(true) = started {
+        seal_stored_secrets(&context).await;
         let tasks = start_tasks(&context);
         let _ = stopping.clone().wait_for(|stop| *stop).await;
         finish(&context, tasks).await;
@@ -106,6 +107,25 @@ pub async fn run(
     let _ = server.await;
     context.pool.close().await;
     started.map(drop)
+}
+
+/// Warns when secrets are kept in plaintext; else seals every endpoint secret and header value
+/// stored in plaintext or with an older key. A failure is logged and the worker starts: the
+/// values it left are still used as they are, and the next start seals them.
+async fn seal_stored_secrets(context: &WorkerContext) {
+    let keys = context.outbound.sender.secrets_keys();
+    if !keys.is_set() {
+        tracing::warn!(
+            "SECRETS_KEY is not set: endpoint secrets and custom header values are stored in \
+             plaintext"
+        );
+        return;
+    }
+    match outbound::at_rest::seal_stored(&context.pool, keys).await {
+        Ok(0) => {}
+        Ok(sealed) => tracing::info!(sealed, "sealed endpoint secrets with the first SECRETS_KEY"),
+        Err(error) => tracing::warn!(%error, "could not seal the stored endpoint secrets"),
+    }
 }
 
 /// The HTTP server, until `stopping` turns true (after the background tasks have finished).

@@ -6,6 +6,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
 
+use crate::outbound::at_rest::SecretsKeys;
+
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
     /// `WORKER_ADDR` (default `0.0.0.0:8081`): management API, `/metrics`, health.
@@ -21,8 +23,9 @@ pub struct WorkerSettings {
     /// `WORKER_BATCH` (default 16): the most waiting messages stored in one transaction;
     /// `WORKER_PREFETCH / WORKER_BATCH` batches are stored concurrently.
     pub batch: usize,
-    /// `ADMIN_TOKEN`: bearer token of the management API.
-    pub admin_token: Option<String>,
+    /// `ADMIN_TOKEN`: comma-separated bearer tokens of the management API; any of them is
+    /// accepted, so a token is rotated by listing the new one beside it, then dropping the old.
+    pub admin_tokens: Vec<String>,
     pub audio: AudioSettings,
     /// `SESSION_IDLE_MS` (default 120000): quiet after which a transcript session completes.
     pub session_idle: Duration,
@@ -67,7 +70,7 @@ impl WorkerSettings {
             logs: LogSettings::from_env(env)?,
             prefetch: env.parse("WORKER_PREFETCH", 64)?,
             batch: env.parse("WORKER_BATCH", 16)?,
-            admin_token: env.optional("ADMIN_TOKEN"),
+            admin_tokens: env.list("ADMIN_TOKEN"),
             session_idle: env.millis("SESSION_IDLE_MS", 120_000)?,
             audio: AudioSettings {
                 window_ms: env.parse("AUDIO_WINDOW_MS", 100)?,
@@ -122,6 +125,10 @@ pub struct DeliverySettings {
     pub circuit_failure_threshold: u32,
     /// `CIRCUIT_COOLDOWN_MS` (default 30000): how long an open circuit waits before one probe.
     pub circuit_cooldown: Duration,
+    /// `SECRETS_KEY` (default none): comma-separated base64 keys of 32 bytes that seal
+    /// endpoint secrets and custom header values in Postgres; the first seals, all open (for
+    /// rotation). Without one they are stored in plaintext and the worker warns at start.
+    pub secrets_keys: SecretsKeys,
 }
 
 impl DeliverySettings {
@@ -137,6 +144,7 @@ impl DeliverySettings {
             batch: env.parse("DELIVERY_BATCH", 16)?,
             circuit_failure_threshold: env.parse("CIRCUIT_FAILURE_THRESHOLD", 5)?,
             circuit_cooldown: env.millis("CIRCUIT_COOLDOWN_MS", 30_000)?,
+            secrets_keys: SecretsKeys::parse(&env.list("SECRETS_KEY"))?,
         })
     }
 }

@@ -49,6 +49,38 @@ async fn the_management_api_requires_the_admin_token() {
 }
 
 #[tokio::test]
+async fn every_token_listed_in_admin_token_is_accepted_so_it_can_be_rotated() {
+    let listed = [("ADMIN_TOKEN", "old-token, new-token")];
+    let env = shared::config::Env::new(|name| {
+        listed
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    });
+    let parsed = worker::settings::WorkerSettings::from_env(&env).unwrap();
+    let worker =
+        TestWorker::start_with(|settings| settings.admin_tokens = parsed.admin_tokens).await;
+    let with_token = |token: &str| {
+        worker
+            .client
+            .get(worker.url("/v1/endpoints"))
+            .bearer_auth(token)
+            .send()
+    };
+    for token in ["old-token", "new-token"] {
+        assert_eq!(with_token(token).await.unwrap().status(), 200, "{token}");
+    }
+    for token in [
+        "old-token, new-token",
+        "old-token,new-token",
+        "other",
+        harness::ADMIN_TOKEN,
+    ] {
+        assert_eq!(with_token(token).await.unwrap().status(), 401, "{token}");
+    }
+}
+
+#[tokio::test]
 async fn internal_addresses_and_bad_settings_are_refused_at_creation() {
     let worker = TestWorker::start().await;
     let refused = [

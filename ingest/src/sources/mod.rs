@@ -104,7 +104,8 @@ impl<S: Send + Sync> FromRequestParts<S> for LenientQuery {
     }
 }
 
-/// Reads the whole body, refusing it with 413 as soon as it grows past `limit`.
+/// Reads the whole body, refusing it with 413 as soon as it grows past `limit`, and with 408
+/// when it does not arrive in time ([`crate::server::time_body`]).
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
     let limited = http_body_util::Limited::new(body, limit);
     match http_body_util::BodyExt::collect(limited).await {
@@ -112,6 +113,7 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             Err(IngestError::TooLarge { limit })
         }
+        Err(error) if crate::server::is_body_timeout(&*error) => Err(IngestError::BodyTimeout),
         Err(error) => Err(IngestError::InvalidRequest(format!(
             "cannot read the body: {error}"
         ))),

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
 
+use super::at_rest::SEALED_PREFIX;
 use super::guard::{GuardError, TargetGuard};
 use super::outbox::EventType;
 
@@ -141,6 +142,11 @@ pub fn check_headers(headers: &serde_json::Value) -> Result<(), EndpointError> {
             .as_str()
             .ok_or_else(|| bad("value must be a string"))?;
         HeaderValue::from_str(value).map_err(|_| bad("invalid value"))?;
+        if value.starts_with(SEALED_PREFIX) {
+            return Err(bad(
+                "values starting with enc:v1: are reserved for sealed values",
+            ));
+        }
     }
     Ok(())
 }
@@ -214,6 +220,7 @@ mod tests {
             assert!(error.contains(&format!("{name:?}")), "{error}");
         }
         assert!(check_headers(&json!({"X-Number": 5})).is_err());
+        assert!(check_headers(&json!({"X-Key": "enc:v1:abc"})).is_err());
         assert!(check_headers(&json!({"bad name": "x"})).is_err());
         assert!(check_headers(&json!(["x"])).is_err());
     }

@@ -8,7 +8,9 @@
 //! [`schedule`] decides what an answer means and when to retry, and [`deliver`] records the
 //! outcome. [`isolation`] keeps a
 //! failing or slow endpoint from holding up the others, [`guard`] refuses internal destinations,
-//! and [`manual`] serves the management API's test, retry and recover.
+//! [`at_rest`] keeps endpoint secrets and header values encrypted in Postgres (opened by
+//! [`send`] just before signing), and [`manual`] serves the management API's test, retry and
+//! recover.
 //!
 //! # Why a Postgres poller and not RabbitMQ
 //! The schedule lives in the `deliveries` table and a loop claims due rows with
@@ -23,6 +25,7 @@
 //! loop sleeps exactly until the next due delivery, and `DELIVERY_POLL_MS` (default 1 s) bounds
 //! the sleep when a wake-up is lost.
 
+pub mod at_rest;
 pub mod batch;
 pub mod claim;
 pub mod counts;
@@ -68,7 +71,7 @@ impl Outbound {
     pub fn new(settings: &DeliverySettings) -> anyhow::Result<Self> {
         let guard = guard::TargetGuard::new(settings.allowed_target_cidrs.clone());
         Ok(Outbound {
-            sender: send::Sender::new(guard)?,
+            sender: send::Sender::new(guard, settings.secrets_keys.clone())?,
             schedule: schedule::Schedule::new(settings),
             isolation: Arc::new(isolation::Isolation::new(settings)),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),

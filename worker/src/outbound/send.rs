@@ -9,6 +9,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AF
 use shared::signature;
 use uuid::Uuid;
 
+use super::at_rest::{OpenError, SecretsKeys};
 use super::guard::{GuardedResolver, TargetGuard};
 use super::schedule::{Answer, RetryAfter};
 
@@ -19,9 +20,10 @@ pub const EXCERPT_BYTES: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub url: String,
-    /// The secrets that sign now (two during a rotation).
+    /// The secrets that sign now (two during a rotation), as stored: sealed, or plaintext from
+    /// before `SECRETS_KEY` was set; [`Sender`] opens them just before signing.
     pub secrets: Vec<String>,
-    /// The endpoint's own headers, a JSON object of strings.
+    /// The endpoint's own headers, a JSON object of strings, their values as stored.
     pub headers: serde_json::Value,
     pub timeout: Duration,
 }
@@ -69,16 +71,17 @@ pub fn body(event_type: &str, timestamp: DateTime<Utc>, data: &serde_json::Value
     .expect("JSON values serialize")
 }
 
-/// The HTTP client every attempt shares (pooled; redirects never followed; no proxy) and the
-/// guard it checks destinations with.
+/// The HTTP client every attempt shares (pooled; redirects never followed; no proxy), the
+/// guard it checks destinations with, and the keys that open stored secrets and header values.
 #[derive(Debug, Clone)]
 pub struct Sender {
     client: reqwest::Client,
     guard: Arc<TargetGuard>,
+    secrets_keys: SecretsKeys,
 }
 
 impl Sender {
-    pub fn new(guard: TargetGuard) -> anyhow::Result<Self> {
+    pub fn new(guard: TargetGuard, secrets_keys: SecretsKeys) -> anyhow::Result<Self> {
         let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -89,11 +92,33 @@ impl Sender {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("webhooks-worker/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Sender { client, guard })
+        Ok(Sender {
+            client,
+            guard,
+            secrets_keys,
+        })
     }
 
     pub fn guard(&self) -> &TargetGuard {
         &self.guard
+    }
+
+    pub fn secrets_keys(&self) -> &SecretsKeys {
+        &self.secrets_keys
+    }
+
+    /// The target as stored (secrets and header values sealed, or plaintext from before a key
+    /// was set) with them opened for signing and sending.
+    fn opened(&self, target: &Target) -> Result<Target, OpenError> {
+        let keys = &self.secrets_keys;
+        Ok(Target {
+            url: target.url.clone(),
+            secrets: (target.secrets.iter())
+                .map(|secret| keys.open(secret))
+                .collect::<Result<_, _>>()?,
+            headers: keys.open_headers(&target.headers)?,
+            timeout: target.timeout,
+        })
     }
 
     /// Makes the attempt; never fails, every problem is in the report.
@@ -124,8 +149,9 @@ impl Sender {
     ) -> Result<reqwest::Response, String> {
         let url =
             super::endpoint::check_url(&self.guard, &target.url).map_err(|e| e.to_string())?;
+        let target = self.opened(target).map_err(|e| e.to_string())?;
         let headers =
-            signed_headers(target, message, now.timestamp()).map_err(|e| e.to_string())?;
+            signed_headers(&target, message, now.timestamp()).map_err(|e| e.to_string())?;
         self.client
             .post(url)
             .headers(headers)

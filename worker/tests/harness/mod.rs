@@ -40,7 +40,7 @@ pub struct TestWorker {
 /// (retries 50 ms doubling to 400 ms, window 3 s), a quick circuit breaker.
 pub fn test_settings(broker: &TestBroker, database: &TestDatabase) -> WorkerSettings {
     let mut settings = WorkerSettings::local(broker.settings.clone(), &database.url);
-    settings.admin_token = Some(ADMIN_TOKEN.to_owned());
+    settings.admin_tokens = vec![ADMIN_TOKEN.to_owned()];
     let delivery = &mut settings.delivery;
     delivery.allowed_target_cidrs = vec!["127.0.0.0/8".parse().unwrap()];
     delivery.retry_base = Duration::from_millis(50);

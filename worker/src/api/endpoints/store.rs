@@ -7,11 +7,13 @@ use uuid::Uuid;
 use super::EndpointPatch;
 use crate::WorkerContext;
 use crate::api::ApiError;
+use crate::outbound::at_rest::SecretsKeys;
 use crate::outbound::counts;
 use crate::outbound::endpoint::{self as rules, EndpointError};
 
 /// An endpoint as stored and shown; the secret and the custom header values are masked
-/// unless revealed.
+/// unless revealed. As read from Postgres they may be sealed ([`SecretsKeys`]): every read is
+/// masked, and create and rotate answer with the values as given.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Endpoint {
     pub id: Uuid,
@@ -89,21 +91,28 @@ impl EndpointPatch {
 const COLUMNS: &str = "id, url, event_types, secret, previous_secret, previous_secret_expires_at,
     headers, timeout_ms, rate_limit_per_s, enabled, disabled_reason, created_at, updated_at";
 
-/// Inserts a new endpoint; returns it as stored.
+/// The keys that seal secrets and header values before they are written.
+fn keys(context: &WorkerContext) -> &SecretsKeys {
+    context.outbound.sender.secrets_keys()
+}
+
+/// Inserts a new endpoint, its secrets and header values sealed; returns it as stored, with
+/// them as given.
 pub async fn insert(context: &WorkerContext, endpoint: &Endpoint) -> Result<Endpoint, ApiError> {
+    let keys = keys(context);
     let statement = format!(
         "INSERT INTO endpoints (url, event_types, secret, previous_secret,
              previous_secret_expires_at, headers, timeout_ms, rate_limit_per_s, enabled,
              disabled_reason, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          RETURNING {COLUMNS}"
     );
-    let inserted = sqlx::query_as(&statement)
+    let inserted: Endpoint = sqlx::query_as(&statement)
         .bind(&endpoint.url)
         .bind(&endpoint.event_types)
-        .bind(&endpoint.secret)
-        .bind(&endpoint.previous_secret)
+        .bind(keys.seal(&endpoint.secret))
+        .bind(endpoint.previous_secret.as_deref().map(|v| keys.seal(v)))
         .bind(endpoint.previous_secret_expires_at)
-        .bind(&endpoint.headers)
+        .bind(keys.seal_headers(&endpoint.headers))
         .bind(endpoint.timeout_ms)
         .bind(endpoint.rate_limit_per_s)
         .bind(endpoint.enabled)
@@ -111,13 +120,18 @@ pub async fn insert(context: &WorkerContext, endpoint: &Endpoint) -> Result<Endp
         .bind(endpoint.id)
         .fetch_one(&context.pool)
         .await?;
-    Ok(inserted)
+    Ok(Endpoint {
+        secret: endpoint.secret.clone(),
+        previous_secret: endpoint.previous_secret.clone(),
+        headers: endpoint.headers.clone(),
+        ..inserted
+    })
 }
 
 /// Applies a checked patch in one statement that writes only the columns it changes (the
 /// others keep whatever they hold when it runs), so a concurrent rotation or a concurrent
 /// patch of other fields is never undone. Disabling keeps the reason of an endpoint that was
-/// already disabled.
+/// already disabled. New header values are sealed; the answer must be masked.
 pub async fn update(
     context: &WorkerContext,
     id: Uuid,
@@ -138,7 +152,12 @@ pub async fn update(
         .bind(id)
         .bind(&patch.url)
         .bind(&patch.event_types)
-        .bind(&patch.headers)
+        .bind(
+            patch
+                .headers
+                .as_ref()
+                .map(|h| keys(context).seal_headers(h)),
+        )
         .bind(patch.timeout_ms)
         .bind(patch.rate_limit_per_s.is_some())
         .bind(patch.rate_limit_per_s.flatten())
@@ -150,7 +169,8 @@ pub async fn update(
 
 /// Makes `secret` the endpoint's secret and the one it replaces the previous secret, signing
 /// until `previous_expires_at`, in one statement: the secret replaced is the one stored when
-/// it runs, whatever else changes the endpoint meanwhile.
+/// it runs, whatever else changes the endpoint meanwhile. The new secret is sealed, and shown
+/// as given in the answer.
 pub async fn rotate_secret(
     context: &WorkerContext,
     id: Uuid,
@@ -164,11 +184,16 @@ pub async fn rotate_secret(
     );
     let rotated: Option<Endpoint> = sqlx::query_as(&statement)
         .bind(id)
-        .bind(secret)
+        .bind(keys(context).seal(secret))
         .bind(previous_expires_at)
         .fetch_optional(&context.pool)
         .await?;
-    rotated.ok_or(ApiError::NotFound("endpoint"))
+    let rotated = rotated.ok_or(ApiError::NotFound("endpoint"))?;
+    Ok(Endpoint {
+        secret: secret.to_owned(),
+        previous_secret: None,
+        ..rotated
+    })
 }
 
 pub async fn find(context: &WorkerContext, id: Uuid) -> Result<Endpoint, ApiError> {
