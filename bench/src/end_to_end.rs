@@ -5,7 +5,9 @@
 //! the worker's rate alone on that backlog, before the rest is purged. Then at half the
 //! committed rate, on a fixed schedule: the time from each 202 to its
 //! `inbound_events` row becoming visible to a reader, found by its dedup key with a query
-//! every [`POLL`]; a time is therefore late by at most one poll and one query.
+//! every [`POLL`]; a time is therefore late by at most one poll and one query. In the same run,
+//! the storage floor ([`crate::storage_floor`]) writes the same rows by plain SQL: the worker's
+//! rate alone, and its WAL and table bytes per event, are set beside the floor's.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -19,6 +21,7 @@ use crate::load::{self, Load, Pace, quantile_ms};
 use crate::report::{median_of, median_ratio, peak_mib};
 use crate::requests::{Body, stored_key};
 use crate::stack::{Isolation, Server, Stack};
+use crate::storage_floor::{self, Floor};
 
 const POLL: Duration = Duration::from_millis(2);
 /// How long the half-rate phase runs.
@@ -33,6 +36,12 @@ pub struct Run {
     pub backlog_at_end: u32,
     /// Rows committed per second by the worker alone on the backlog, ingest idle.
     pub draining_per_s: f64,
+    /// WAL the cluster wrote per event while the worker drained alone.
+    pub wal_bytes_per_event: f64,
+    /// The transcript tables' bytes (indexes and TOAST included) per stored event.
+    pub table_bytes_per_event: f64,
+    /// The storage floor measured in the same run.
+    pub floor: Floor,
     pub half_rate: f64,
     pub commit_p50_ms: f64,
     pub commit_p99_ms: f64,
@@ -47,7 +56,8 @@ pub async fn measure(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Run>> {
         let isolation = Isolation::new("e2e");
         let measured = once(stack, plan, &isolation).await;
         stack.remove(&isolation).await?;
-        let measured = measured?;
+        let mut measured = measured?;
+        measured.floor = storage_floor::measure(stack, plan).await?;
         eprintln!("end to end run {}: {measured:?}", run + 1);
         runs.push(measured);
     }
@@ -82,10 +92,14 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
     let backlog_at_end = stack.queue_depth(isolation).await?;
 
     // The worker alone on the backlog (ingest idle), then the rest of the backlog purged.
+    let wal_before = storage_floor::wal_lsn(&pool).await?;
     let (before, drain_start) = (stored().await?, Instant::now());
     tokio::time::sleep(DRAIN_MEASURE).await;
     let (after, drain_end) = (stored().await?, Instant::now());
+    let wal_after = storage_floor::wal_lsn(&pool).await?;
     let draining_per_s = (after - before) as f64 / (drain_end - drain_start).as_secs_f64();
+    let wal_bytes_per_event =
+        storage_floor::wal_bytes(&pool, &wal_before, &wal_after).await? / (after - before) as f64;
     stack.purge(isolation).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -104,12 +118,16 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
     let requests = Body::Transcript.requests(&format!("{}-half", isolation.prefix));
     load::run(ingest.addr, paced, requests, Some(accepted)).await;
     let commit_latencies = watcher.await??;
+    let table_bytes_per_event = storage_floor::table_bytes(&pool).await? / stored().await? as f64;
 
     let measured = Run {
         accepted_per_s: outcome.accepted_per_s(),
         committed_per_s,
         backlog_at_end,
         draining_per_s,
+        wal_bytes_per_event,
+        table_bytes_per_event,
+        floor: Floor::default(),
         half_rate,
         commit_p50_ms: quantile_ms(&commit_latencies, 0.5),
         commit_p99_ms: quantile_ms(&commit_latencies, 0.99),
@@ -191,6 +209,10 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
          | committed / the ingest floor's throughput (benchmark 1, transcripts) | {:.2} |\n\
          | backlog left in the queue when the load stopped | {:.0} messages |\n\
          | committed by the worker alone on that backlog (ingest idle, 10 s) | {:.0} events/s |\n\
+         | storage floor: the same rows by plain SQL, 16 events a transaction, 4 connections | {:.0} events/s |\n\
+         | worker alone / storage floor (within each run; target at least 0.8) | **{:.2}** |\n\
+         | WAL per event, worker alone / floor | {:.0} / {:.0} bytes |\n\
+         | table bytes per event (with indexes and TOAST), worker / floor | {:.0} / {:.0} bytes |\n\
          | half rate, on a fixed schedule | {:.0} events/s |\n\
          | 202 to committed row, p50 | {:.1} ms |\n\
          | 202 to committed row, p99 | {:.1} ms |\n\
@@ -202,6 +224,12 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
         median_of(runs, |run| run.committed_per_s) / ingest_floor_per_s,
         median_of(runs, |run| run.backlog_at_end as f64),
         median_of(runs, |run| run.draining_per_s),
+        median_of(runs, |run| run.floor.events_per_s),
+        median_ratio(runs, |run| run.draining_per_s, |run| run.floor.events_per_s),
+        median_of(runs, |run| run.wal_bytes_per_event),
+        median_of(runs, |run| run.floor.wal_bytes_per_event),
+        median_of(runs, |run| run.table_bytes_per_event),
+        median_of(runs, |run| run.floor.table_bytes_per_event),
         median_of(runs, |run| run.half_rate),
         median_of(runs, |run| run.commit_p50_ms),
         median_of(runs, |run| run.commit_p99_ms),

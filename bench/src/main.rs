@@ -22,6 +22,7 @@ mod floors;
 mod ingest;
 mod report;
 mod requests;
+mod storage_floor;
 
 use bench::{load, process, stack};
 
