@@ -90,9 +90,11 @@ fn lease(claimed: &Claimed) -> chrono::Duration {
 /// had closed, and it was failed without one.
 async fn send<'a>(outbound: &Outbound, pool: &PgPool, claimed: &'a Claimed) -> Option<Outcome<'a>> {
     let now = Utc::now();
-    if let Some(start) = claimed.first_attempt_at
-        && now > start + outbound.schedule.window
-    {
+    let window = chrono::Duration::from_std(outbound.schedule.window).ok();
+    let window_end = claimed
+        .first_attempt_at
+        .and_then(|start| start.checked_add_signed(window?));
+    if window_end.is_some_and(|end| now > end) {
         if let Err(error) = finish_unattempted(pool, claimed).await {
             tracing::warn!(%error, delivery = %claimed.id, "failing a delivery whose window closed; the lease will expire");
         }

@@ -16,6 +16,10 @@ use super::outbox::EventType;
 const SECRET_BYTES: usize = 32;
 /// The longest request timeout an endpoint may ask for.
 pub const MAX_TIMEOUT_MS: i32 = 60_000;
+/// What a masked secret or header value shows in every read: the secret's `whsec_` prefix and
+/// nothing of its key, nothing of a header value. A header value equal to it is refused, so an
+/// endpoint read and sent back unchanged cannot overwrite the real values with the mask.
+pub const MASK: &str = "...";
 /// Headers an endpoint may not set: the ones every delivery carries.
 const RESERVED_HEADERS: [&str; 7] = [
     "webhook-id",
@@ -142,6 +146,11 @@ pub fn check_headers(headers: &serde_json::Value) -> Result<(), EndpointError> {
             .as_str()
             .ok_or_else(|| bad("value must be a string"))?;
         HeaderValue::from_str(value).map_err(|_| bad("invalid value"))?;
+        if value == MASK {
+            return Err(bad(
+                "\"...\" is how reads mask a value; send the real value, or leave the header out",
+            ));
+        }
         if value.starts_with(SEALED_PREFIX) {
             return Err(bad(
                 "values starting with enc:v1: are reserved for sealed values",
@@ -221,6 +230,10 @@ mod tests {
         }
         assert!(check_headers(&json!({"X-Number": 5})).is_err());
         assert!(check_headers(&json!({"X-Key": "enc:v1:abc"})).is_err());
+        assert!(
+            check_headers(&json!({"X-Key": MASK})).is_err(),
+            "a masked read sent back"
+        );
         assert!(check_headers(&json!({"bad name": "x"})).is_err());
         assert!(check_headers(&json!(["x"])).is_err());
     }

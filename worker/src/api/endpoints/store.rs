@@ -9,7 +9,7 @@ use crate::WorkerContext;
 use crate::api::ApiError;
 use crate::outbound::at_rest::SecretsKeys;
 use crate::outbound::counts;
-use crate::outbound::endpoint::{self as rules, EndpointError};
+use crate::outbound::endpoint::{self as rules, EndpointError, MASK};
 
 /// An endpoint as stored and shown; the secret and the custom header values are masked
 /// unless revealed. As read from Postgres they may be sealed ([`SecretsKeys`]): every read is
@@ -31,10 +31,6 @@ pub struct Endpoint {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
-
-/// What a masked secret or header value shows: the secret's `whsec_` prefix and nothing of
-/// its key, nothing of a header value.
-const MASK: &str = "...";
 
 impl Endpoint {
     /// The endpoint for an answer that must not reveal the secret nor the custom header values
