@@ -230,6 +230,8 @@ fn describe_metrics() {
         "worker_dead_letters_total",
         "Poison messages recorded in dead_letters"
     );
+    // From 0, so the first dead letter is an increase an alert sees.
+    metrics::counter!("worker_dead_letters_total").increment(0);
     describe_counter!(
         "worker_dead_letters_put_back_total",
         "Messages the broker dead-lettered for its own delivery limit before the worker's count said poison, published back to the events exchange"
