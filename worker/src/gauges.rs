@@ -4,7 +4,6 @@
 //!
 //! Every worker samples the same queues and tables, so the alert rules read them with `max`.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -23,31 +22,32 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Samples the queues' depth and consumers on `channel` until a declare fails (the connection
 /// is going); then it waits forever, so the caller can race it with the consumer's own work.
-pub fn queues(channel: lapin::Channel, topology: Topology) -> impl Future<Output = ()> {
-    async move {
-        let mut every = tokio::time::interval(SAMPLE_EVERY);
-        let queues = [("events", topology.events_queue), ("dead", topology.dead_queue)];
-        'sampling: loop {
-            every.tick().await;
-            for (label, name) in &queues {
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
-                let Ok(queue) = channel
-                    .queue_declare(name.as_str().into(), passive, FieldTable::default())
-                    .await
-                else {
-                    break 'sampling;
-                };
-                metrics::gauge!("worker_queue_messages", "queue" => *label)
-                    .set(queue.message_count() as f64);
-                metrics::gauge!("worker_queue_consumers", "queue" => *label)
-                    .set(queue.consumer_count() as f64);
-            }
+pub async fn queues(channel: lapin::Channel, topology: Topology) {
+    let mut every = tokio::time::interval(SAMPLE_EVERY);
+    let queues = [
+        ("events", topology.events_queue),
+        ("dead", topology.dead_queue),
+    ];
+    'sampling: loop {
+        every.tick().await;
+        for (label, name) in &queues {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let Ok(queue) = channel
+                .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                .await
+            else {
+                break 'sampling;
+            };
+            metrics::gauge!("worker_queue_messages", "queue" => *label)
+                .set(queue.message_count() as f64);
+            metrics::gauge!("worker_queue_consumers", "queue" => *label)
+                .set(queue.consumer_count() as f64);
         }
-        std::future::pending::<()>().await
     }
+    std::future::pending::<()>().await
 }
 
 /// Sets `worker_broker_connected` beside the flag `/readyz` reads.
@@ -74,7 +74,8 @@ async fn sample_database(context: &WorkerContext) {
     metrics::gauge!("worker_db_pool_connections", "state" => "in_use")
         .set(size.saturating_sub(idle) as f64);
     metrics::gauge!("worker_db_pool_connections", "state" => "idle").set(idle as f64);
-    metrics::gauge!("worker_db_pool_max_connections").set(f64::from(pool.options().get_max_connections()));
+    metrics::gauge!("worker_db_pool_max_connections")
+        .set(f64::from(pool.options().get_max_connections()));
     let sampled = tokio::time::timeout(PROBE_TIMEOUT, outbound_state(pool)).await;
     let connected = matches!(sampled, Ok(Ok(_)));
     metrics::gauge!("worker_database_connected").set(if connected { 1.0 } else { 0.0 });

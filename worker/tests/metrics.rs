@@ -13,12 +13,19 @@ use shared::testkit::eventually;
 
 /// The metric names in the `expr` of every rule of `alerts.yml`, without `up` (Prometheus's).
 fn metrics_in_alert_rules() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/alerts.yml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/prometheus/alerts.yml"
+    );
     let rules = std::fs::read_to_string(path).expect("alerts.yml");
     let mut names: Vec<String> = exprs(&rules)
         .iter()
         .flat_map(|expr| expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
-        .filter(|word| ["ingest_", "worker_", "outbound_"].iter().any(|p| word.starts_with(p)))
+        .filter(|word| {
+            ["ingest_", "worker_", "outbound_"]
+                .iter()
+                .any(|p| word.starts_with(p))
+        })
         .map(str::to_owned)
         .collect();
     names.sort();
@@ -93,7 +100,10 @@ async fn both_processes_export_every_metric_the_alerts_use_with_histograms_and_h
     let mut receiver = Receiver::ok().await;
     traffic(&pipeline, &mut receiver).await;
     let wanted = metrics_in_alert_rules();
-    assert!(wanted.len() >= 10, "alerts.yml names its metrics: {wanted:?}");
+    assert!(
+        wanted.len() >= 10,
+        "alerts.yml names its metrics: {wanted:?}"
+    );
 
     let (ingest_url, worker_url) = (
         pipeline.ingest.url("/metrics"),
@@ -106,7 +116,11 @@ async fn both_processes_export_every_metric_the_alerts_use_with_histograms_and_h
         let missing: Vec<_> = wanted
             .iter()
             .filter(|name| {
-                let from = if name.starts_with("ingest_") { &ingest } else { &worker };
+                let from = if name.starts_with("ingest_") {
+                    &ingest
+                } else {
+                    &worker
+                };
                 !has_sample(from, name)
             })
             .collect();
@@ -115,7 +129,10 @@ async fn both_processes_export_every_metric_the_alerts_use_with_histograms_and_h
     .await;
 
     for exposition in [&ingest, &worker] {
-        assert!(!exposition.contains(" summary\n"), "no summaries:\n{exposition}");
+        assert!(
+            !exposition.contains(" summary\n"),
+            "no summaries:\n{exposition}"
+        );
         for line in exposition.lines() {
             let Some(declared) = line.strip_prefix("# TYPE ") else {
                 continue;
@@ -140,13 +157,18 @@ async fn both_processes_export_every_metric_the_alerts_use_with_histograms_and_h
         "worker_ingest_to_commit_seconds",
         "outbound_attempt_seconds",
     ] {
-        let exposition = if latency.starts_with("ingest_") { &ingest } else { &worker };
+        let exposition = if latency.starts_with("ingest_") {
+            &ingest
+        } else {
+            &worker
+        };
         assert!(
             exposition.contains(&format!("# TYPE {latency} histogram")),
             "{latency} is a histogram"
         );
         assert!(
-            exposition.contains(&format!("{latency}_bucket{{")) && exposition.contains("le=\"0.005\""),
+            exposition.contains(&format!("{latency}_bucket{{"))
+                && exposition.contains("le=\"0.005\""),
             "{latency} has the explicit buckets"
         );
     }
