@@ -1,7 +1,7 @@
 # The commands of this project. `make run` runs the service locally, `make test` runs every
 # test against the real PostgreSQL and RabbitMQ, then the short chaos run; `make chaos` runs
-# the full one against the release builds.
-.PHONY: run test lint fmt services bench chaos policies
+# the full one against the release builds; `make rules` checks and unit-tests the alert rules.
+.PHONY: run test lint fmt services bench chaos policies rules
 
 run:
 	bash deploy/run-local.sh
@@ -9,10 +9,15 @@ run:
 services:
 	bash deploy/local-services.sh ensure
 
-test: services
+test: services rules
 	cargo test --workspace --all-targets
 	cargo build --bins
 	target/debug/chaos --short
+
+rules:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+	promtool check config deploy/prometheus/prometheus.yml
 
 lint:
 	cargo fmt --all -- --check

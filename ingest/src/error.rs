@@ -41,8 +41,24 @@ const BROKER_RETRY_AFTER_S: u64 = 5;
 /// Seconds a sender should wait before retrying when the process is at its request limit.
 const BUSY_RETRY_AFTER_S: u64 = 1;
 
+impl IngestError {
+    /// Why a 503 is answered (the `reason` label of `ingest_unavailable_total`), or `None` when
+    /// the answer is not a 503. A broker problem is named by its [`PublishError::label`].
+    pub fn unavailable_reason(&self) -> Option<&'static str> {
+        match self {
+            IngestError::NotConfigured(_) => Some("not_configured"),
+            IngestError::Busy => Some("busy"),
+            IngestError::Unavailable(cause) => Some(cause.label()),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
+        if let Some(reason) = self.unavailable_reason() {
+            metrics::counter!("ingest_unavailable_total", "reason" => reason).increment(1);
+        }
         let message = self.to_string();
         match self {
             IngestError::Unauthorized(_) => {

@@ -33,8 +33,43 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // The recorder first, so the help text and the first samples are kept.
+    let _ = shared::telemetry::metrics();
+    describe_metrics();
     let publisher = Publisher::start(settings.broker.clone());
     let app = router(AppState::new(&settings, publisher), &settings);
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
     server::serve(listener, app, settings.header_timeout, shutdown).await
+}
+
+/// Help text of every metric ingest exports (the recorder shows it once a metric is set).
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    publisher::describe_metrics();
+    describe_counter!(
+        "ingest_requests_total",
+        "HTTP requests answered, by matched route and status code"
+    );
+    describe_histogram!(
+        "ingest_request_duration_seconds",
+        Unit::Seconds,
+        "Seconds from a request's arrival to its answer, by matched route"
+    );
+    describe_counter!(
+        "ingest_events_accepted_total",
+        "Events confirmed by the broker and answered 202, by kind"
+    );
+    describe_counter!(
+        "ingest_unavailable_total",
+        "Requests answered 503, by reason: busy (MAX_CONCURRENT_REQUESTS), not_configured, \
+         not_connected, timeout, nack, returned, error (the broker's)"
+    );
+    describe_counter!(
+        "ingest_requests_shed_total",
+        "Requests answered 503 at once because MAX_CONCURRENT_REQUESTS were in progress"
+    );
+    describe_counter!(
+        "ingest_rate_limited_total",
+        "Requests answered 429 because their credential's token bucket was empty"
+    );
 }

@@ -24,8 +24,10 @@ pub enum PublishError {
     NotConnected,
     #[error("the broker did not confirm within {0:?}")]
     ConfirmTimeout(Duration),
-    #[error("the broker refused the message (nack or unroutable)")]
+    #[error("the broker refused the message (nack)")]
     Refused,
+    #[error("the broker returned the message as unroutable")]
+    Returned,
     #[error("broker error: {0}")]
     Broker(#[from] lapin::Error),
 }
@@ -57,6 +59,7 @@ impl Publisher {
             channel: RwLock::new(None),
             channel_failed: Notify::new(),
         });
+        metrics::gauge!("ingest_broker_connected").set(0.0);
         tokio::spawn(supervise(Arc::downgrade(&inner)));
         Publisher { inner }
     }
@@ -81,12 +84,16 @@ impl Publisher {
 
     /// Publishes one envelope as a persistent, mandatory message and waits for its confirm.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), PublishError> {
-        let channel = self.current_channel().ok_or(PublishError::NotConnected)?;
+        let Some(channel) = self.current_channel() else {
+            count_publish(&Err(PublishError::NotConnected));
+            return Err(PublishError::NotConnected);
+        };
         let timeout = self.inner.settings.confirm_timeout;
         let started = Instant::now();
         let outcome = tokio::time::timeout(timeout, self.publish_on(&channel, envelope)).await;
         metrics::histogram!("ingest_publish_confirm_seconds").record(started.elapsed());
         let result = outcome.unwrap_or(Err(PublishError::ConfirmTimeout(timeout)));
+        count_publish(&result);
         if matches!(result, Err(PublishError::Broker(_))) || !channel.status().connected() {
             self.inner.channel_failed.notify_one();
         }
@@ -110,14 +117,54 @@ impl Publisher {
             .await?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) | Confirmation::Nack(_) => Err(PublishError::Refused),
-            Confirmation::NotRequested => Err(PublishError::Refused),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Returned),
+            Confirmation::Nack(_) | Confirmation::NotRequested => Err(PublishError::Refused),
         }
     }
 
     fn current_channel(&self) -> Option<Channel> {
         self.inner.channel.read().expect("channel lock").clone()
     }
+}
+
+impl PublishError {
+    /// The `outcome` label of `ingest_publish_total` (and the `reason` of a 503).
+    pub fn label(&self) -> &'static str {
+        match self {
+            PublishError::NotConnected => "not_connected",
+            PublishError::ConfirmTimeout(_) => "timeout",
+            PublishError::Refused => "nack",
+            PublishError::Returned => "returned",
+            PublishError::Broker(_) => "error",
+        }
+    }
+}
+
+/// `ingest_publish_total{outcome}`: what became of one publish (`ack`, or [`PublishError::label`]).
+fn count_publish(result: &Result<(), PublishError>) {
+    let outcome = match result {
+        Ok(()) => "ack",
+        Err(error) => error.label(),
+    };
+    metrics::counter!("ingest_publish_total", "outcome" => outcome).increment(1);
+}
+
+/// Help text of the publisher's metrics.
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        "ingest_publish_confirm_seconds",
+        metrics::Unit::Seconds,
+        "Seconds from publishing an event to the broker's confirm (or to the confirm timeout)"
+    );
+    metrics::describe_counter!(
+        "ingest_publish_total",
+        "Publishes by outcome: ack, nack, returned (unroutable), timeout (no confirm within \
+         AMQP_CONFIRM_TIMEOUT_MS), not_connected, error"
+    );
+    metrics::describe_gauge!(
+        "ingest_broker_connected",
+        "1 while ingest holds a connected confirm-mode channel to the broker, else 0"
+    );
 }
 
 /// Keeps a channel available until every [`Publisher`] handle is dropped.

@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
@@ -24,6 +24,13 @@ pub fn init_tracing(settings: &LogSettings) {
     };
 }
 
+/// The buckets, in seconds, of every latency (every metric whose name ends in `_seconds`): from
+/// a millisecond (a local confirm) to a minute (an outbound attempt at its timeout, a backlog).
+/// Histograms, not summaries, so `histogram_quantile` aggregates them across replicas.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use.
 ///
 /// `metrics` allows one global recorder per process; several apps started by one test binary
@@ -32,7 +39,10 @@ pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .expect("the latency buckets are not empty")
+                .build_recorder();
             let handle = recorder.handle();
             let _ = metrics::set_global_recorder(recorder);
             spawn_upkeep(handle.clone());
@@ -41,7 +51,8 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
-/// Histograms are drained into summaries by an upkeep call; run it in the background.
+/// Samples recorded into histograms are folded into their buckets by an upkeep call (else they
+/// pile up between scrapes); run it in the background.
 fn spawn_upkeep(handle: PrometheusHandle) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {

@@ -17,7 +17,6 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
@@ -34,6 +33,7 @@ use tokio::sync::watch;
 
 use crate::WorkerContext;
 use crate::dead_letters;
+use crate::gauges;
 use crate::handlers::{self, HandlerError, Outcome};
 use crate::supervisor::panic_message;
 
@@ -42,14 +42,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Consumes until `stopping` turns true, reconnecting with backoff whenever the broker is lost.
 pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool>) {
     // A previous run that panicked left no chance to say it lost its connection.
-    context.broker_connected.store(false, Ordering::SeqCst);
+    gauges::broker_connected(&context, false);
     let mut backoff = Duration::from_millis(100);
     while !*stopping.borrow() {
         match consume(&context, stopping.clone()).await {
             Ok(()) => backoff = Duration::from_millis(100),
             Err(error) => tracing::warn!(%error, "broker connection failed"),
         }
-        context.broker_connected.store(false, Ordering::SeqCst);
+        gauges::broker_connected(&context, false);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stopping.wait_for(|stop| *stop) => {}
@@ -85,7 +85,8 @@ async fn consume(
         .await?;
     let _published = PublishChannel::install(context, publish);
     let dead = connection.create_channel().await?;
-    context.broker_connected.store(true, Ordering::SeqCst);
+    let sampled = gauges::queues(connection.create_channel().await?, topology.clone());
+    gauges::broker_connected(context, true);
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
     let batch = context.settings.batch.max(1);
     let events = consumer
@@ -101,6 +102,7 @@ async fn consume(
     let work = futures_util::future::join(events.boxed(), dead_letters.boxed());
     tokio::select! {
         _ = work => {}
+        _ = sampled => {}
         _ = deadline_after_stop(context, stopping) => {
             tracing::warn!("shutdown timeout; returning the messages still held to the queue");
         }

@@ -10,6 +10,7 @@
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`dead_letters`]: poison messages: recording and redriving them.
 //! - [`db`]: database creation, pool and migrations.
+//! - [`gauges`]: gauges sampled every few seconds (queues, database, pool, endpoints).
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
 //! - [`supervisor`]: restarting a background task that dies, and reporting it.
@@ -20,6 +21,7 @@ pub mod audio;
 pub mod consumer;
 pub mod db;
 pub mod dead_letters;
+pub mod gauges;
 pub mod handlers;
 pub mod outbound;
 pub mod sessions;
@@ -90,6 +92,7 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "worker listening");
     let (server_stop, server_stopping) = watch::channel(false);
     let server = tokio::spawn(serve(listener, context.clone(), server_stopping));
+    let sampler = tokio::spawn(gauges::database(context.clone(), stopping.clone()));
     let signal = tokio::spawn(async move {
         shutdown.await;
         stop.send_replace(true);
@@ -103,6 +106,7 @@ pub async fn run(
         finish(&context, tasks).await;
     }
     signal.abort();
+    sampler.abort();
     server_stop.send_replace(true);
     let _ = server.await;
     context.pool.close().await;
@@ -185,7 +189,31 @@ async fn finish(context: &WorkerContext, tasks: Vec<JoinHandle<()>>) {
 /// Help text of the metrics of supervision, sweeping and dead-lettering (the recorder shows it
 /// once a metric is set).
 fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    gauges::describe_metrics();
+    outbound::metrics::describe_metrics();
+    describe_counter!(
+        "worker_events_total",
+        "Events the consumer stored and acknowledged, by kind and outcome (stored, duplicate)"
+    );
+    describe_histogram!(
+        "worker_event_seconds",
+        Unit::Seconds,
+        "Seconds from the consumer taking an event's batch to its commit"
+    );
+    describe_histogram!(
+        "worker_ingest_to_commit_seconds",
+        Unit::Seconds,
+        "Seconds from ingest accepting an event (its received-at) to the worker's commit of it"
+    );
+    describe_counter!(
+        "worker_transient_failures_total",
+        "Batches retried in place because Postgres was unreachable (never counted against an event)"
+    );
+    describe_counter!(
+        "audio_chunks_late_total",
+        "Audio chunks folded out of order (received before the stream's last folded chunk)"
+    );
     describe_gauge!(
         "worker_task_up",
         "1 while the background task named by `task` runs, 0 while it is down or restarting"
@@ -202,6 +230,8 @@ fn describe_metrics() {
         "worker_dead_letters_total",
         "Poison messages recorded in dead_letters"
     );
+    // From 0, so the first dead letter is an increase an alert sees.
+    metrics::counter!("worker_dead_letters_total").increment(0);
     describe_counter!(
         "worker_dead_letters_put_back_total",
         "Messages the broker dead-lettered for its own delivery limit before the worker's count said poison, published back to the events exchange"
