@@ -85,17 +85,26 @@ async fn sample_database(context: &WorkerContext) {
     }
 }
 
-/// Disabled endpoints, and how long ago the pending delivery due first became due (0 when none
-/// is due). One index scan (`deliveries_due`) and a count of the endpoints.
+/// Disabled endpoints, and how long ago the earliest pending delivery of an enabled endpoint
+/// became due (0 when none is due). Bounded by endpoints, never by deliveries (issue 19): the
+/// endpoints are counted, and each enabled one's earliest pending row is one probe of the
+/// index `deliveries_pending_by_endpoint (endpoint_id, next_attempt_at)`.
 async fn outbound_state(pool: &sqlx::PgPool) -> sqlx::Result<(i64, f64)> {
-    sqlx::query_as(
-        "SELECT (SELECT count(*) FROM endpoints WHERE NOT enabled), \
-                COALESCE((SELECT extract(epoch FROM now() - min(next_attempt_at))::float8 \
-                          FROM deliveries WHERE status = 'pending'), 0)",
-    )
-    .fetch_one(pool)
-    .await
+    sqlx::query_as(OUTBOUND_STATE).fetch_one(pool).await
 }
+
+/// The statement of [`outbound_state`] (public so a test can EXPLAIN it).
+pub const OUTBOUND_STATE: &str = "SELECT (SELECT count(*) FROM endpoints WHERE NOT enabled),
+                COALESCE((
+                    SELECT extract(epoch FROM now() - min(first.next_attempt_at))::float8
+                    FROM endpoints e
+                    CROSS JOIN LATERAL (
+                        SELECT next_attempt_at FROM deliveries
+                        WHERE endpoint_id = e.id AND status = 'pending'
+                        ORDER BY next_attempt_at LIMIT 1
+                    ) first
+                    WHERE e.enabled
+                ), 0)";
 
 /// Help text of the sampled gauges.
 pub fn describe_metrics() {

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use sqlx::postgres::PgArguments;
 use uuid::Uuid;
+use worker::gauges::OUTBOUND_STATE;
 use worker::outbound::claim::{self, CLAIM, NEXT_DUE};
 use worker::outbound::counts;
 use worker::outbound::isolation::Room;
@@ -226,4 +227,19 @@ async fn the_pending_gauge_beside_a_backlog_reads_a_bounded_number_of_rows() {
         let pending = counts::pending(pool).await.unwrap();
         assert_eq!(pending, BACKLOG + 3 + 1);
     }
+}
+
+#[tokio::test]
+async fn the_oldest_due_gauge_beside_a_backlog_reads_a_bounded_number_of_rows() {
+    let backlog = Backlog::new(3).await;
+    let pool = &backlog.worker.pool;
+    explain(pool, OUTBOUND_STATE, PgArguments::default())
+        .await
+        .assert_bounded("the disabled-endpoints and oldest-due gauges");
+    let (disabled, oldest_due): (i64, f64) = sqlx::query_as(OUTBOUND_STATE)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(disabled, 0);
+    assert!(oldest_due > 0.0, "the backlog is overdue: {oldest_due} s");
 }
