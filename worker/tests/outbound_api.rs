@@ -346,6 +346,9 @@ async fn delivery_metrics_are_exported() {
         text.contains(r#"outbound_deliveries_total{outcome="succeeded"}"#),
         "{text}"
     );
-    assert!(text.contains(r#"outbound_attempts_total{result="succeeded"}"#));
-    assert!(text.contains("outbound_attempt_seconds"));
+    assert!(
+        text.contains(r#"outbound_attempts_total{result="succeeded",status_class="2xx"}"#),
+        "{text}"
+    );
+    assert!(text.contains("outbound_attempt_seconds_bucket"));
 }
