@@ -197,12 +197,15 @@ pub async fn load(pool: &PgPool, id: Uuid) -> Result<Option<Claimed>, sqlx::Erro
     sqlx::query_as(LOAD).bind(id).fetch_optional(pool).await
 }
 
+/// How soon a delivery given back unattempted ([`release`]) is due again.
+const RELEASE_AFTER_MS: i64 = 100;
+
 /// Gives claimed deliveries back without an attempt (their batch stopped early, or their
-/// endpoint was busy): due again in `after_ms`, unless another attempt was recorded since.
+/// endpoint was busy): due again in [`RELEASE_AFTER_MS`], unless another attempt was recorded
+/// since.
 pub async fn release(
     executor: impl sqlx::PgExecutor<'_>,
     deliveries: &[Claimed],
-    after_ms: i64,
 ) -> Result<(), sqlx::Error> {
     if deliveries.is_empty() {
         return Ok(());
@@ -217,7 +220,7 @@ pub async fn release(
     )
     .bind(ids)
     .bind(attempts)
-    .bind(after_ms as f64)
+    .bind(RELEASE_AFTER_MS as f64)
     .execute(executor)
     .await?;
     Ok(())

@@ -20,9 +20,6 @@ use super::outbox::{self, EventType};
 use super::schedule::Decision;
 use super::send::{self, Message, Report, Target};
 
-/// How soon a claimed delivery its batch did not send is due again.
-const RELEASE_AFTER_MS: i64 = 100;
-
 /// One delivery's attempt and what the schedule made of its answer.
 struct Outcome<'a> {
     claimed: &'a Claimed,
@@ -194,7 +191,7 @@ async fn record(
         if let Some(gone) = gone.filter(|gone| recorded.contains(&gone.claimed.id)) {
             disable_endpoint(&mut tx, gone.claimed, "the receiver answered 410 Gone").await?;
         }
-        claim::release(&mut *tx, unsent, RELEASE_AFTER_MS).await?;
+        claim::release(&mut *tx, unsent).await?;
         tx.commit().await?;
         recorded
     };

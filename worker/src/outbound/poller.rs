@@ -22,8 +22,6 @@ use crate::WorkerContext;
 
 /// The shortest sleep between two passes, so a due but unclaimable delivery cannot spin.
 const MIN_WAIT: Duration = Duration::from_millis(10);
-/// How soon a claimed delivery that found no attempt slot is due again.
-const RELEASE_AFTER_MS: i64 = 100;
 /// How often the pending gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
@@ -119,7 +117,7 @@ fn give_back(context: &Arc<WorkerContext>, attempts: &mut JoinSet<()>, deliverie
     }
     let context = context.clone();
     attempts.spawn(async move {
-        if let Err(error) = claim::release(&context.pool, &deliveries, RELEASE_AFTER_MS).await {
+        if let Err(error) = claim::release(&context.pool, &deliveries).await {
             let deliveries = deliveries.len();
             tracing::warn!(%error, deliveries, "release failed; the lease will expire");
         }
