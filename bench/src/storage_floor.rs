@@ -19,7 +19,7 @@ use crate::stack::{Isolation, Stack};
 
 /// The worker's batch (`WORKER_BATCH`): events per transaction.
 const EVENTS_PER_TRANSACTION: i64 = 16;
-/// Transactions at once: the worker's `WORKER_PREFETCH / WORKER_BATCH`.
+/// Transactions at once: the worker's default `WORKER_CONCURRENCY`.
 const CONNECTIONS: usize = 4;
 
 /// Tables a transcript event writes to.

@@ -2,8 +2,10 @@
 //!
 //! The messages that are waiting when the consumer looks (up to `WORKER_BATCH` of them) are
 //! stored together in one Postgres transaction and acknowledged only after its commit; an idle
-//! queue gives batches of one, so nothing waits for a batch to fill. Several batches are in
-//! flight at once, `WORKER_PREFETCH` messages in all. A failure that passes by itself (Postgres
+//! queue gives batches of one, so nothing waits for a batch to fill. `WORKER_CONCURRENCY`
+//! batches are in flight at once, and the prefetch holds as many messages again, so that under
+//! load the next batch is whole when a slot frees (with a prefetch of exactly what the batches
+//! hold, a freed slot found only the few messages the broker had sent back so far). A failure that passes by itself (Postgres
 //! down) is retried in place, holding the messages, and never counts against the event. Any
 //! other failure takes the batch apart and stores its events one at a time, so one bad event
 //! cannot hold the others back; the bad one's failure is counted in `processing_failures`, and
@@ -88,11 +90,11 @@ async fn consume(
     let sampled = gauges::queues(connection.create_channel().await?, topology.clone());
     gauges::broker_connected(context, true);
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
-    let batch = context.settings.batch.max(1);
+    let settings = &context.settings;
     let events = consumer
         .take_until(stopped(stopping.clone()))
-        .ready_chunks(batch)
-        .for_each_concurrent(usize::from(prefetch).div_ceil(batch), |deliveries| {
+        .ready_chunks(settings.batch)
+        .for_each_concurrent(settings.batches_in_flight, |deliveries| {
             take_and_process(context, deliveries)
         });
     let dead_letters =

@@ -18,11 +18,14 @@ pub struct WorkerSettings {
     pub database_max_connections: u32,
     pub broker: BrokerSettings,
     pub logs: LogSettings,
-    /// `WORKER_PREFETCH` (default 64): unacknowledged messages one worker holds.
-    pub prefetch: u16,
-    /// `WORKER_BATCH` (default 16): the most waiting messages stored in one transaction;
-    /// `WORKER_PREFETCH / WORKER_BATCH` batches are stored concurrently.
+    /// `WORKER_BATCH` (default 16): the most waiting messages stored in one transaction.
     pub batch: usize,
+    /// `WORKER_CONCURRENCY` (default 4): batches stored at once, each on its own connection.
+    pub batches_in_flight: usize,
+    /// `WORKER_PREFETCH` (default `2 x WORKER_BATCH x WORKER_CONCURRENCY`): unacknowledged
+    /// messages one worker holds. Twice what the batches in flight hold, so that a full batch
+    /// is already waiting whenever one commits; with less, batches start before they fill.
+    pub prefetch: u16,
     /// `ADMIN_TOKEN`: comma-separated bearer tokens of the management API; any of them is
     /// accepted, so a token is rotated by listing the new one beside it, then dropping the old.
     pub admin_tokens: Vec<String>,
@@ -58,18 +61,30 @@ pub struct AudioSettings {
     pub sweep_interval: Duration,
 }
 
+/// Room for the batches in flight and as many again waiting, within AMQP's 16-bit prefetch.
+fn default_prefetch(batch: usize, batches_in_flight: usize) -> u16 {
+    let wanted = batch.saturating_mul(batches_in_flight).saturating_mul(2);
+    u16::try_from(wanted).unwrap_or(u16::MAX)
+}
+
 impl WorkerSettings {
     pub const DEFAULT_DATABASE_URL: &'static str = "postgres://postgres@127.0.0.1:5432/webhooks";
 
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let batch = env.parse::<usize>("WORKER_BATCH", 16)?.max(1);
+        let batches_in_flight = env.parse::<usize>("WORKER_CONCURRENCY", 4)?.max(1);
         Ok(WorkerSettings {
             addr: env.addr("WORKER_ADDR", "0.0.0.0:8081")?,
             database_url: env.string("DATABASE_URL", Self::DEFAULT_DATABASE_URL),
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
             broker: BrokerSettings::from_env(env)?,
             logs: LogSettings::from_env(env)?,
-            prefetch: env.parse("WORKER_PREFETCH", 64)?,
-            batch: env.parse("WORKER_BATCH", 16)?,
+            batch,
+            batches_in_flight,
+            prefetch: env.parse(
+                "WORKER_PREFETCH",
+                default_prefetch(batch, batches_in_flight),
+            )?,
             admin_tokens: env.list("ADMIN_TOKEN"),
             session_idle: env.millis("SESSION_IDLE_MS", 120_000)?,
             audio: AudioSettings {
@@ -175,6 +190,25 @@ mod tests {
         assert_eq!(settings.retry_base, Duration::from_secs(60));
         assert_eq!(settings.retry_max_delay, Duration::from_secs(3600));
         assert_eq!(settings.window, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn the_prefetch_holds_the_batches_in_flight_and_as_many_waiting() {
+        let settings = WorkerSettings::from_env(&Env::new(|_| None)).unwrap();
+        assert_eq!((settings.batch, settings.batches_in_flight), (16, 4));
+        assert_eq!(settings.prefetch, 128);
+        let env = |name: &str| match name {
+            "WORKER_BATCH" => Some("1000".to_string()),
+            "WORKER_CONCURRENCY" => Some("64".to_string()),
+            _ => None,
+        };
+        let settings = WorkerSettings::from_env(&Env::new(env)).unwrap();
+        assert_eq!(settings.prefetch, u16::MAX);
+        let set = |name: &str| (name == "WORKER_PREFETCH").then(|| "10".to_string());
+        assert_eq!(
+            WorkerSettings::from_env(&Env::new(set)).unwrap().prefetch,
+            10
+        );
     }
 
     #[test]
