@@ -102,7 +102,7 @@ check_lb() {
   if ! command -v haproxy >/dev/null; then
     skip "haproxy is not installed: deploy/lb/haproxy.cfg not checked"; return
   fi
-  haproxy -c -q -f deploy/lb/haproxy.cfg || fail "deploy/lb/haproxy.cfg"
+  haproxy -c -f deploy/lb/haproxy.cfg || fail "deploy/lb/haproxy.cfg"
 }
 
 check_systemd() {
