@@ -1,7 +1,9 @@
 # The commands of this project. `make run` runs the service locally, `make test` runs every
 # test against the real PostgreSQL and RabbitMQ, then the short chaos run; `make chaos` runs
-# the full one against the release builds; `make rules` checks and unit-tests the alert rules.
-.PHONY: run test lint fmt services bench chaos policies rules
+# the full one against the release builds; `make rules` checks and unit-tests the alert rules;
+# `make manifests` renders and validates the Kubernetes, compose, Grafana, load balancer and
+# systemd files.
+.PHONY: run test lint fmt services bench chaos policies rules manifests
 
 run:
 	bash deploy/run-local.sh
@@ -9,7 +11,7 @@ run:
 services:
 	bash deploy/local-services.sh ensure
 
-test: services rules
+test: services rules manifests
 	cargo test --workspace --all-targets
 	cargo build --bins
 	target/debug/chaos --short
@@ -18,6 +20,9 @@ rules:
 	promtool check rules deploy/prometheus/alerts.yml
 	promtool test rules deploy/prometheus/alerts.test.yml
 	promtool check config deploy/prometheus/prometheus.yml
+
+manifests:
+	bash deploy/k8s/check.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -1,6 +1,7 @@
 //! `/metrics` of ingest and of the worker after some traffic: every metric the alert rules
-//! (`deploy/prometheus/alerts.yml`) use is there, every latency is a histogram, and every
-//! metric has help text.
+//! (`deploy/prometheus/alerts.yml`) and the Grafana dashboard
+//! (`deploy/grafana/dashboards/webhooks.json`) read is there, every latency is a histogram, and
+//! every metric has help text.
 //!
 //! Both processes run in this test binary and share its one recorder, so each scrape holds the
 //! other's metrics too; the test still reads each metric from the process that exports it.
@@ -9,32 +10,124 @@ mod harness;
 
 use harness::{ADMIN_TOKEN, Receiver, TestPipeline};
 use serde_json::json;
-use shared::testkit::eventually;
+use std::time::{Duration, Instant};
 
-/// The metric names in the `expr` of every rule of `alerts.yml`, without `up` (Prometheus's).
-fn metrics_in_alert_rules() -> Vec<String> {
+/// The metrics ingest and the worker export start with one of these.
+const OUR_PREFIXES: [&str; 4] = ["ingest_", "worker_", "outbound_", "audio_"];
+
+/// Metrics from elsewhere that the rules and the dashboard may read: Prometheus's `up`,
+/// RabbitMQ's per-object metrics and the kubelet's cAdvisor (process CPU and memory).
+const EXTERNAL_PREFIXES: [&str; 2] = ["rabbitmq_", "container_"];
+const EXTERNAL_NAMES: [&str; 1] = ["up"];
+
+/// PromQL's functions, aggregations and keywords the expressions use; any other word outside
+/// label matchers, ranges, strings and grouping lists is a metric name.
+const PROMQL_WORDS: [&str; 14] = [
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "rate",
+    "increase",
+    "delta",
+    "histogram_quantile",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+];
+
+/// Words after which a parenthesised list holds label names, not expressions.
+const GROUPING_WORDS: [&str; 6] = [
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+];
+
+/// Counters that have no series until they first count (a refused or shed request, a failure,
+/// a restart): the dashboard reads them, but this test's traffic makes none, so instead of in
+/// the scrapes each is looked for where the process counts it (`counter!("<name>"` in its
+/// source). The alert rules read none of them.
+const COUNTED_ONLY_WHEN_SOMETHING_FAILS: [&str; 9] = [
+    "ingest_rate_limited_total",
+    "ingest_requests_shed_total",
+    "ingest_unavailable_total",
+    "outbound_events_caught_up_total",
+    "worker_dead_letters_put_back_total",
+    "worker_events_failed_total",
+    "worker_sweep_step_failures_total",
+    "worker_task_restarts_total",
+    "worker_transient_failures_total",
+];
+
+/// True when some file under `ingest/src` or `worker/src` counts `name`.
+fn counted_in_source(name: &str) -> bool {
+    let needle = format!("counter!(\"{name}\"");
+    let mut folders: Vec<std::path::PathBuf> = ["ingest/src", "worker/src"]
+        .iter()
+        .map(|folder| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(folder)
+        })
+        .collect();
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("source folder") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if std::fs::read_to_string(&path).is_ok_and(|text| text.contains(&needle)) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The `expr` of every rule of `alerts.yml`.
+fn alert_rule_exprs() -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/prometheus/alerts.yml"
     );
-    let rules = std::fs::read_to_string(path).expect("alerts.yml");
-    let mut names: Vec<String> = exprs(&rules)
-        .iter()
-        .flat_map(|expr| expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')))
-        .filter(|word| {
-            ["ingest_", "worker_", "outbound_"]
-                .iter()
-                .any(|p| word.starts_with(p))
-        })
-        .map(str::to_owned)
-        .collect();
-    names.sort();
-    names.dedup();
-    names
+    exprs_in_yaml(&std::fs::read_to_string(path).expect("alerts.yml"))
+}
+
+/// The `expr` of every target of every panel of the Grafana dashboard.
+fn dashboard_exprs() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/dashboards/webhooks.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let mut found = Vec::new();
+    collect_exprs(&dashboard, &mut found);
+    found
+}
+
+fn collect_exprs(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, field) in fields {
+                match field.as_str() {
+                    Some(expr) if key == "expr" => found.push(expr.to_owned()),
+                    _ => collect_exprs(field, found),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| collect_exprs(item, found)),
+        _ => {}
+    }
 }
 
 /// The text of every `expr:`, inline or a `|` block (its lines indented deeper than the key).
-fn exprs(rules: &str) -> Vec<String> {
+fn exprs_in_yaml(rules: &str) -> Vec<String> {
     let mut found = Vec::new();
     let mut lines = rules.lines().peekable();
     while let Some(line) = lines.next() {
@@ -56,6 +149,113 @@ fn exprs(rules: &str) -> Vec<String> {
         found.push(block);
     }
     found
+}
+
+/// The metric names `exprs` read, sorted and deduplicated: every identifier outside label
+/// matchers (`{...}`), ranges (`[...]`), strings, numbers, Grafana variables and grouping
+/// lists (`by (...)`), that is not a PromQL function or keyword.
+fn metric_names(exprs: &[String]) -> Vec<String> {
+    let mut names = Vec::new();
+    for expr in exprs {
+        let mut chars = expr.chars().peekable();
+        let mut grouping_list_next = false;
+        while let Some(c) = chars.next() {
+            match c {
+                '{' => skip_past(&mut chars, '}'),
+                '[' => skip_past(&mut chars, ']'),
+                '"' | '\'' | '`' => skip_past(&mut chars, c),
+                '(' if grouping_list_next => {
+                    skip_past(&mut chars, ')');
+                    grouping_list_next = false;
+                }
+                '$' => drop(take_word(&mut chars, String::new())),
+                c if c.is_ascii_digit() => drop(take_word(&mut chars, c.to_string())),
+                c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                    let word = take_word(&mut chars, c.to_string());
+                    if GROUPING_WORDS.contains(&word.as_str()) {
+                        grouping_list_next = true;
+                    } else if !PROMQL_WORDS.contains(&word.as_str()) {
+                        names.push(word);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Consumes up to and including `end`, skipping over quoted strings (and their escapes).
+fn skip_past(chars: &mut std::iter::Peekable<std::str::Chars>, end: char) {
+    let quoted = matches!(end, '"' | '\'' | '`');
+    while let Some(c) = chars.next() {
+        if c == end {
+            return;
+        }
+        if quoted && c == '\\' {
+            chars.next();
+        } else if !quoted && matches!(c, '"' | '\'' | '`') {
+            skip_past(chars, c);
+        }
+    }
+}
+
+/// `first` and the identifier characters after it (letters, digits, `_`, `:`, `.`).
+fn take_word(chars: &mut std::iter::Peekable<std::str::Chars>, first: String) -> String {
+    let mut word = first;
+    while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '.'))
+    {
+        word.push(c);
+    }
+    word
+}
+
+/// Splits the names `exprs` read into ours (to be found in the scrapes) and those from
+/// elsewhere; a name that is neither (a typo, an unknown function) fails the test.
+fn our_metric_names(source: &str, exprs: &[String]) -> Vec<String> {
+    let names = metric_names(exprs);
+    let is_ours = |name: &String| OUR_PREFIXES.iter().any(|p| name.starts_with(p));
+    let is_external = |name: &String| {
+        EXTERNAL_NAMES.contains(&name.as_str())
+            || EXTERNAL_PREFIXES.iter().any(|p| name.starts_with(p))
+    };
+    let unknown: Vec<_> = names
+        .iter()
+        .filter(|name| !is_ours(name) && !is_external(name))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "{source} reads names that are neither ours nor known: {unknown:?}"
+    );
+    names.into_iter().filter(is_ours).collect()
+}
+
+#[test]
+fn metric_names_skip_labels_ranges_strings_and_grouping_lists() {
+    let exprs = [
+        r#"histogram_quantile(0.99, sum by (le, route) (rate(a_seconds_bucket{route=~"x|y", q="}"}[$__rate_interval])))"#,
+        "max(b_gauge) > max(b_gauge offset 30m) and on (instance) c_total == 0",
+        "sum(increase(d_total[15m])) / ignoring(kind) group_left(kind) e_total > 1e3",
+    ]
+    .map(String::from);
+    assert_eq!(
+        metric_names(&exprs),
+        [
+            "a_seconds_bucket",
+            "b_gauge",
+            "c_total",
+            "d_total",
+            "e_total"
+        ]
+    );
+}
+
+#[test]
+#[should_panic(expected = "neither ours nor known: [\"ingst_requests_total\"]")]
+fn a_misspelt_metric_name_fails() {
+    our_metric_names("test", &["sum(rate(ingst_requests_total[5m]))".to_owned()]);
 }
 
 /// True when the exposition has a sample of `name` (`name{...} v` or `name v`).
@@ -95,22 +295,39 @@ async fn traffic(pipeline: &TestPipeline, receiver: &mut Receiver) {
 }
 
 #[tokio::test]
-async fn both_processes_export_every_metric_the_alerts_use_with_histograms_and_help() {
+async fn both_processes_export_every_metric_the_alerts_and_the_dashboard_use() {
     let pipeline = TestPipeline::start().await;
     let mut receiver = Receiver::ok().await;
     traffic(&pipeline, &mut receiver).await;
-    let wanted = metrics_in_alert_rules();
+    let from_rules = our_metric_names("alerts.yml", &alert_rule_exprs());
+    let from_dashboard = our_metric_names("the dashboard", &dashboard_exprs());
     assert!(
-        wanted.len() >= 10,
-        "alerts.yml names its metrics: {wanted:?}"
+        from_rules.len() >= 10,
+        "alerts.yml names its metrics: {from_rules:?}"
     );
+    assert!(
+        from_dashboard.len() >= 25,
+        "the dashboard names its metrics: {from_dashboard:?}"
+    );
+    for name in COUNTED_ONLY_WHEN_SOMETHING_FAILS {
+        assert!(
+            !from_rules.iter().any(|used| used == name),
+            "{name} in a rule"
+        );
+        assert!(counted_in_source(name), "nothing counts {name}");
+    }
+    let mut wanted = [from_rules, from_dashboard].concat();
+    wanted.retain(|name| !COUNTED_ONLY_WHEN_SOMETHING_FAILS.contains(&name.as_str()));
+    wanted.sort();
+    wanted.dedup();
 
     let (ingest_url, worker_url) = (
         pipeline.ingest.url("/metrics"),
         pipeline.workers[0].url("/metrics"),
     );
     // The sampled gauges and the attempt counters appear within a few seconds.
-    let (ingest, worker) = eventually(20, "every alerted metric scraped", || async {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (ingest, worker) = loop {
         let ingest = scrape(&pipeline, ingest_url.clone()).await;
         let worker = scrape(&pipeline, worker_url.clone()).await;
         let missing: Vec<_> = wanted
@@ -124,9 +341,15 @@ async fn both_processes_export_every_metric_the_alerts_use_with_histograms_and_h
                 !has_sample(from, name)
             })
             .collect();
-        missing.is_empty().then_some((ingest, worker))
-    })
-    .await;
+        if missing.is_empty() {
+            break (ingest, worker);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not scraped within 20 s: {missing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     for exposition in [&ingest, &worker] {
         assert!(
