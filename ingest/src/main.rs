@@ -6,7 +6,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = ingest::settings::IngestSettings::from_env(&Env::process())?;
     shared::telemetry::init_tracing(&settings.logs);
     let _ = shared::telemetry::metrics();
-    let listener = tokio::net::TcpListener::bind(settings.addr).await?;
+    let listener = shared::http::listen(settings.addr, settings.reuse_port)?;
     ingest::run(settings, listener, shutdown_signal()).await?;
     tracing::info!("ingest stopped");
     Ok(())

@@ -9,6 +9,9 @@ use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
 pub struct IngestSettings {
     /// `INGEST_ADDR` (default `0.0.0.0:8080`).
     pub addr: SocketAddr,
+    /// `INGEST_REUSE_PORT` (default false): bind with `SO_REUSEPORT`, so several ingest
+    /// processes on one host share `INGEST_ADDR` and the kernel spreads connections over them.
+    pub reuse_port: bool,
     pub broker: BrokerSettings,
     pub logs: LogSettings,
     /// `OMI_KEYS`: keys accepted on the Omi routes; several allow rotation.
@@ -45,6 +48,7 @@ impl IngestSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(IngestSettings {
             addr: env.addr("INGEST_ADDR", "0.0.0.0:8080")?,
+            reuse_port: env.parse("INGEST_REUSE_PORT", false)?,
             broker: BrokerSettings::from_env(env)?,
             logs: LogSettings::from_env(env)?,
             omi_keys: env.list("OMI_KEYS"),

@@ -4,6 +4,8 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::net::SocketAddr;
+use tokio::net::{TcpListener, TcpSocket};
 
 /// The error body of every 4xx and 5xx answer: `{"error": "<code>", "message": "<what>"}`.
 #[derive(Debug, Serialize)]
@@ -32,6 +34,25 @@ pub fn with_retry_after(mut response: Response, seconds: u64) -> Response {
         .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
+
+/// A listening socket on `addr`; with `reuse_port`, bound with `SO_REUSEPORT`, so that other
+/// processes that do the same share the port and the kernel spreads new connections over them.
+pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    if reuse_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Connections waiting to be accepted before the kernel refuses more (`listen(2)`'s backlog,
+/// as tokio's `TcpListener::bind` sets it).
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// `GET /healthz`: the process is up and serving.
 pub async fn healthz() -> &'static str {
@@ -95,4 +116,19 @@ pub fn documented_routes(document: &str, fill: &str) -> Vec<(String, String)> {
         }
     }
     routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn processes_that_reuse_the_port_share_it_and_others_cannot() {
+        let first = listen("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        let addr = first.local_addr().unwrap();
+        let second = listen(addr, true).expect("a second SO_REUSEPORT listener binds");
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let error = listen(addr, false).expect_err("a plain bind finds the port taken");
+        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }
