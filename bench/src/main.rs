@@ -2,8 +2,8 @@
 //! with local PostgreSQL and RabbitMQ, and the markdown they report.
 //!
 //! ```text
-//! bench run [ingest] [end-to-end] [deliveries] [backlog]
-//!                                                measure (all four by default), print markdown
+//! bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out]
+//!                                                measure (all five by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
@@ -22,6 +22,7 @@ mod floors;
 mod ingest;
 mod report;
 mod requests;
+mod scale_out;
 mod storage_floor;
 
 use bench::{load, process, stack};
@@ -88,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] | bench floor http|publish ADDR"
+            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] | bench floor http|publish ADDR"
         ),
     }
 }
@@ -140,6 +141,17 @@ async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         out.push_str("## One endpoint beside a dead endpoint's backlog, one worker\n\n");
         let runs = backlog::measure(&stack, &plan).await?;
         out.push_str(&backlog::table(&runs));
+    }
+    if wants("scale-out") {
+        out.push_str(
+            "\n## Scale-out: two ingest processes on one port and two workers, beside one of each\n\n\
+             Transcripts, saturated for 15 s at 64 connections, then the workers alone on the \
+             backlog for 10 s. Both fleets share this machine's two cores with PostgreSQL, \
+             RabbitMQ and the load generator, so the ratio shows what a second process costs or \
+             gains on the same cores; the CPU per event is what carries over to a fleet.\n\n",
+        );
+        let runs = scale_out::measure(&stack, &plan).await?;
+        out.push_str(&scale_out::table(&runs));
     }
     Ok(out)
 }

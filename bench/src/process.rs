@@ -18,6 +18,44 @@ pub struct Service {
     child: Child,
 }
 
+/// The command name and the CPU time used so far (user and system, in seconds) of a
+/// `/proc/<pid>/stat` line.
+fn cpu_in_stat(stat: &str) -> Option<(&str, f64)> {
+    let name = &stat[stat.find('(')? + 1..stat.rfind(')')?];
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15, in ticks of USER_HZ (100 on Linux).
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((name, ticks as f64 / 100.0))
+}
+
+/// CPU time used so far, in seconds, by every running process whose command name starts with
+/// `prefix` (`postgres` for the server's backends, `beam.smp` for RabbitMQ). A process that
+/// exits between two readings takes its time with it, so read around a window in which the
+/// processes measured stay up.
+pub fn cpu_seconds_of_command(prefix: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| {
+            cpu_in_stat(&stat)
+                .filter(|(name, _)| name.starts_with(prefix))
+                .map(|(_, seconds)| seconds)
+        })
+        .sum()
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -91,13 +129,7 @@ impl Service {
     /// CPU time the process has used so far, user and system, in seconds.
     pub fn cpu_seconds(&self) -> Option<f64> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
-        // Fields after the command name (which may hold spaces) start at the state, field 3;
-        // utime and stime are fields 14 and 15, in ticks of USER_HZ (100 on Linux).
-        let after_name = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(ticks as f64 / 100.0)
+        cpu_in_stat(&stat).map(|(_, seconds)| seconds)
     }
 
     /// Kills the process with SIGKILL, as a crash would, and reaps it.
@@ -120,5 +152,18 @@ impl Service {
             eprintln!("{} did not stop within 10 s; killing it", self.name);
             let _ = self.child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_its_command_and_cpu_even_with_spaces_and_parentheses_in_the_name() {
+        let stat = "4242 (tokio (rt) w) S 1 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 8 0";
+        let (name, seconds) = cpu_in_stat(stat).unwrap();
+        assert_eq!(name, "tokio (rt) w");
+        assert!((seconds - 3.0).abs() < 1e-9);
     }
 }
