@@ -1,0 +1,116 @@
+//! Start-up: the worker uses its own database when it exists and only then falls back to the
+//! `postgres` maintenance database to create it, and it waits for RabbitMQ (as for Postgres,
+//! `supervision.rs`) with backoff instead of exiting, turning ready once the broker answers.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{readiness, spawn_unready, test_settings, wait_ready};
+use shared::testkit::{
+    ProxyMode, TcpProxy, TestBroker, TestCa, TestDatabase, TlsPreamble, TlsProxy,
+};
+use sqlx::Connection;
+
+/// The database each Postgres session through `proxy` asked for, in order (from the startup
+/// message: protocol version, then `key\0value\0` pairs).
+fn databases_asked_for(proxy: &TlsProxy) -> Vec<String> {
+    (proxy.first_messages().iter())
+        .filter_map(|startup| {
+            let pairs: Vec<&[u8]> = startup.get(8..)?.split(|byte| *byte == 0).collect();
+            let at = pairs.iter().position(|key| *key == b"database")?;
+            Some(String::from_utf8_lossy(pairs.get(at + 1)?).into_owned())
+        })
+        .collect()
+}
+
+/// A proxy in front of the local Postgres that records which database each session asks for,
+/// and connect options for `database` through it.
+async fn recorded_postgres(
+    ca: &TestCa,
+    database: &TestDatabase,
+) -> (TlsProxy, sqlx::postgres::PgConnectOptions) {
+    let server = shared::testkit::postgres_server_url();
+    let host_port = server.rsplit_once('@').expect("user@host:port").1;
+    let proxy = TlsProxy::start(host_port, ca, TlsPreamble::PostgresSslRequest).await;
+    let url = format!(
+        "postgres://postgres@{}/{}?sslmode=verify-full",
+        proxy.addr, database.name
+    );
+    let options = worker::db::connect_options(&url, Some(&ca.ca_file())).unwrap();
+    (proxy, options)
+}
+
+#[tokio::test]
+async fn an_existing_database_is_used_without_touching_the_maintenance_database() {
+    let (ca, database) = (TestCa::new(), TestDatabase::new());
+    let admin = format!("{}/postgres", shared::testkit::postgres_server_url());
+    let mut admin = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let create = format!("CREATE DATABASE \"{}\"", database.name);
+    sqlx::query(&create).execute(&mut admin).await.unwrap();
+    let (proxy, options) = recorded_postgres(&ca, &database).await;
+
+    worker::db::migrate_with(&options).await.expect("migrate");
+    let asked = databases_asked_for(&proxy);
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|name| *name == database.name), "{asked:?}");
+}
+
+#[tokio::test]
+async fn a_missing_database_is_created_through_the_maintenance_database() {
+    let (ca, database) = (TestCa::new(), TestDatabase::new());
+    let (proxy, options) = recorded_postgres(&ca, &database).await;
+
+    worker::db::migrate_with(&options).await.expect("migrate");
+    let asked = databases_asked_for(&proxy);
+    assert_eq!(
+        asked[..3],
+        [&database.name, "postgres", &database.name],
+        "{asked:?}"
+    );
+    // Once it exists, a second start goes straight to it.
+    let before = asked.len();
+    worker::db::migrate_with(&options)
+        .await
+        .expect("migrate again");
+    let again = &databases_asked_for(&proxy)[before..];
+    assert!(again.iter().all(|name| *name == database.name), "{again:?}");
+}
+
+#[tokio::test]
+async fn the_worker_waits_for_rabbitmq_at_start_and_becomes_ready() {
+    let (broker, database) = (TestBroker::new(), TestDatabase::new());
+    let proxy = TcpProxy::start("127.0.0.1:5672").await;
+    proxy.set_mode(ProxyMode::Cut);
+    let mut settings = test_settings(&broker, &database);
+    settings.broker = broker.settings_via(TestBroker::url_for(proxy.addr));
+    let service = spawn_unready(settings).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = readiness(&service).await;
+    assert_eq!(status, 503, "not ready while RabbitMQ is unreachable");
+    assert_eq!(
+        (&body["broker"], &body["database"]),
+        (&"down".into(), &"up".into())
+    );
+
+    proxy.set_mode(ProxyMode::Open);
+    wait_ready(&service).await;
+    broker
+        .publish(&harness::envelope(
+            shared::EventKind::OmiTranscript,
+            "u1",
+            "after-the-wait",
+            shared::testkit::fixture("omi/thalamus_batch.json"),
+        ))
+        .await;
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    shared::testkit::eventually(15, "the event stored", || async {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM inbound_events")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (stored == 1).then_some(())
+    })
+    .await;
+    service.stop().await;
+}
