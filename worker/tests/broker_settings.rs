@@ -3,6 +3,8 @@
 //! counts failures itself, in Postgres; consumer timeout and length limits are policies,
 //! `deploy/rabbitmq-policies.sh`), so two ingests and two workers started with different
 //! values share one queue, and a poison event still takes the worker's own count of failures.
+//! A length limit set by the policy script reaches a queue declared before it, and goes away
+//! with it, without any redeclaration.
 
 mod harness;
 
@@ -119,4 +121,73 @@ async fn processes_with_different_delivery_limits_share_the_queues() {
     for service in ingests.into_iter().chain([first_worker, second_worker]) {
         service.stop().await;
     }
+}
+
+/// Runs `deploy/rabbitmq-policies.sh` for the broker's prefix with `settings` (the local
+/// `rabbitmqctl`); the policies match only this test's queues.
+fn policies(broker: &TestBroker, command: &str, settings: &[(&str, &str)]) {
+    let status = policy_script(broker, command, settings);
+    assert!(status.success(), "rabbitmq-policies.sh {command}: {status}");
+}
+
+fn policy_script(
+    broker: &TestBroker,
+    command: &str,
+    settings: &[(&str, &str)],
+) -> std::process::ExitStatus {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/rabbitmq-policies.sh"
+    );
+    std::process::Command::new("bash")
+        .args([script, command])
+        .env("QUEUE_PREFIX", &broker.settings.prefix)
+        .envs(settings.iter().copied())
+        .status()
+        .expect("run the policy script")
+}
+
+/// Clears the test's policies when dropped, also when the test fails.
+struct Policies<'a>(&'a TestBroker);
+
+impl Drop for Policies<'_> {
+    fn drop(&mut self) {
+        policy_script(self.0, "clear", &[]);
+    }
+}
+
+#[tokio::test]
+async fn a_queue_length_limit_set_by_policy_reaches_the_declared_queue_and_ingest_answers_503() {
+    let broker = TestBroker::new();
+    let ingest = ingest_with_limit(&broker, 5).await;
+    let settle = std::time::Duration::from_secs(1);
+
+    policies(&broker, "apply", &[("EVENTS_MAX_LENGTH", "2")]);
+    let _clear = Policies(&broker);
+    tokio::time::sleep(settle).await;
+    let mut answers = Vec::new();
+    for n in 0..4 {
+        answers.push(post_transcript(&ingest, &format!("u{n}")).await);
+    }
+    // A quorum queue checks the limit before it takes a message, so it may hold one past it.
+    assert_eq!(answers[..2], [202, 202], "{answers:?}");
+    assert!(
+        answers[2..].contains(&503),
+        "the broker refuses beyond: {answers:?}"
+    );
+    assert!(broker.events_ready().await <= 3);
+
+    // Once the workers drain the queue, the broker takes publishes again.
+    while broker.take_event().await.is_some() {}
+    eventually(10, "publishes accepted again", || async {
+        (post_transcript(&ingest, "u-drained").await == 202).then_some(())
+    })
+    .await;
+    // Cleared, the queue is unbounded again: more than the old limit is taken.
+    policies(&broker, "clear", &[]);
+    tokio::time::sleep(settle).await;
+    for n in 0..3 {
+        assert_eq!(post_transcript(&ingest, &format!("v{n}")).await, 202);
+    }
+    ingest.stop().await;
 }
