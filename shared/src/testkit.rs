@@ -1,6 +1,7 @@
 //! Test support for the crates' integration tests: a database and a queue prefix of each test's
-//! own, fixtures, and a TCP proxy the test owns to cut or stall the path to the broker or
-//! Postgres without touching the shared servers.
+//! own, fixtures, a TCP proxy the test owns to cut or stall the path to the broker or
+//! Postgres without touching the shared servers, and a TLS-terminating proxy with a CA made at
+//! test time ([`TestCa`], [`TlsProxy`]) to test the processes' TLS settings against them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
