@@ -334,6 +334,15 @@ where
     }
 }
 
+/// Waits until the count `sql` selects on `pool` is `expected`, or panics after 15 s.
+pub async fn wait_for_count(pool: &sqlx::PgPool, sql: &str, expected: i64) {
+    eventually(15, sql, || async {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.ok()?;
+        (count == expected).then_some(())
+    })
+    .await
+}
+
 /// Runs cleanup on a thread of its own, so it works from `Drop` inside or outside a runtime.
 fn run_blocking(work: impl std::future::Future<Output = ()> + Send + 'static) {
     let thread = std::thread::spawn(move || {

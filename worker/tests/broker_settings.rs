@@ -8,21 +8,17 @@
 
 mod harness;
 
-use harness::{OMI_KEY, envelope, spawn_unready, test_settings, wait_ready};
-use ingest::settings::IngestSettings;
+use harness::ingest_server::post_transcript;
+use harness::{envelope, spawn_unready, test_settings, wait_ready};
 use shared::EventKind;
-use shared::testkit::{Spawned, TestBroker, TestDatabase, eventually, fixture};
+use shared::testkit::{Spawned, TestBroker, TestDatabase, eventually};
 use sqlx::PgPool;
 
 async fn ingest_with_limit(broker: &TestBroker, delivery_limit: u32) -> Spawned {
-    let mut settings = IngestSettings::local(broker.settings.clone(), &[OMI_KEY]);
-    settings.broker.delivery_limit = delivery_limit;
-    let ingest = Spawned::start(|listener, stop| ingest::run(settings, listener, stop)).await;
-    eventually(10, "ingest ready", || async {
-        let response = reqwest::get(ingest.url("/readyz")).await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
+    let mut settings = broker.settings.clone();
+    settings.delivery_limit = delivery_limit;
+    let ingest = harness::ingest_server::spawn(settings).await;
+    harness::ingest_server::wait_ready(&ingest).await;
     ingest
 }
 
@@ -36,18 +32,6 @@ async fn worker_with_limit(
     let worker = spawn_unready(settings).await;
     wait_ready(&worker).await;
     worker
-}
-
-async fn post_transcript(ingest: &Spawned, uid: &str) -> u16 {
-    let url = ingest.url(&format!("/v1/omi/transcript?key={OMI_KEY}&uid={uid}"));
-    let response = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(fixture("omi/realtime_transcript.json"))
-        .send()
-        .await
-        .expect("request");
-    response.status().as_u16()
 }
 
 async fn count(pool: &PgPool, sql: &str) -> i64 {

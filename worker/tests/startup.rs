@@ -104,13 +104,6 @@ async fn the_worker_waits_for_rabbitmq_at_start_and_becomes_ready() {
         ))
         .await;
     let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
-    shared::testkit::eventually(15, "the event stored", || async {
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM inbound_events")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (stored == 1).then_some(())
-    })
-    .await;
+    shared::testkit::wait_for_count(&pool, "SELECT count(*) FROM inbound_events", 1).await;
     service.stop().await;
 }

@@ -7,11 +7,11 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{OMI_KEY, readiness, spawn_unready, test_settings, wait_ready};
-use ingest::settings::IngestSettings;
+use harness::ingest_server::post_transcript;
+use harness::{readiness, spawn_unready, test_settings, wait_ready};
 use shared::config::BrokerSettings;
 use shared::testkit::{
-    Spawned, TestBroker, TestCa, TestDatabase, TlsPreamble, TlsProxy, eventually, fixture,
+    TestBroker, TestCa, TestDatabase, TlsPreamble, TlsProxy, eventually, wait_for_count,
 };
 use sqlx::PgPool;
 use worker::outbound::guard::TargetGuard;
@@ -135,49 +135,21 @@ async fn broker_behind_tls(
     (proxy, settings)
 }
 
-async fn start_ingest(settings: BrokerSettings) -> Spawned {
-    let settings = IngestSettings::local(settings, &[OMI_KEY]);
-    Spawned::start(|listener, stop| ingest::run(settings, listener, stop)).await
-}
-
-async fn post_transcript(ingest: &Spawned, uid: &str) -> reqwest::StatusCode {
-    let url = ingest.url(&format!("/v1/omi/transcript?key={OMI_KEY}&uid={uid}"));
-    reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/json")
-        .body(fixture("omi/realtime_transcript.json"))
-        .send()
-        .await
-        .expect("request")
-        .status()
-}
-
 #[tokio::test]
 async fn ingest_publishes_and_the_worker_consumes_over_amqps_with_the_ca_file() {
     let ca = TestCa::new();
     let (broker, database) = (TestBroker::new(), TestDatabase::new());
     let (proxy, settings) = broker_behind_tls(&broker, &ca, &ca).await;
-    let ingest = start_ingest(settings.clone()).await;
+    let ingest = harness::ingest_server::spawn(settings.clone()).await;
     let mut worker_settings = test_settings(&broker, &database);
     worker_settings.broker = settings;
     let worker = spawn_unready(worker_settings).await;
     wait_ready(&worker).await;
-    eventually(10, "ingest ready", || async {
-        let response = reqwest::get(ingest.url("/readyz")).await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
+    harness::ingest_server::wait_ready(&ingest).await;
 
     assert_eq!(post_transcript(&ingest, "tls-user").await, 202);
     let pool = plaintext_pool(&database).await;
-    eventually(15, "the event stored", || async {
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM inbound_events")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (stored == 1).then_some(())
-    })
-    .await;
+    wait_for_count(&pool, "SELECT count(*) FROM inbound_events", 1).await;
     // Ingest's and the worker's connections both went through the proxy, over TLS.
     let amqp_headers = (proxy.first_messages().iter())
         .filter(|first| first.starts_with(b"AMQP"))
@@ -202,7 +174,7 @@ async fn amqps_with_a_wrong_ca_fails_clearly_and_ingest_never_accepts() {
     let text = error.to_string();
     assert!(text.contains("certificate"), "{text}");
 
-    let ingest = start_ingest(settings).await;
+    let ingest = harness::ingest_server::spawn(settings).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = reqwest::get(ingest.url("/readyz")).await.unwrap().status();
     assert_eq!(status, 503, "not ready with a broker it cannot trust");
