@@ -22,6 +22,20 @@ pub fn postgres_server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// The Postgres server's `host:port`, for a proxy in front of it.
+pub fn postgres_server_addr() -> String {
+    let server = postgres_server_url();
+    let (_, host_port) = server.rsplit_once('@').expect("postgres://user@host:port");
+    host_port.to_owned()
+}
+
+/// The URL of `database` on the Postgres server, reached at `addr` (a proxy in front of it).
+pub fn postgres_url_via(addr: std::net::SocketAddr, database: &str) -> String {
+    let server = postgres_server_url();
+    let (scheme_and_user, _) = server.rsplit_once('@').expect("postgres://user@host:port");
+    format!("{scheme_and_user}@{addr}/{database}")
+}
+
 /// A name no other test, run or process uses: `<prefix>_<pid>_<n>_<nanos>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -1,6 +1,7 @@
 //! Start-up: the worker uses its own database when it exists and only then falls back to the
-//! `postgres` maintenance database to create it, and it waits for RabbitMQ (as for Postgres,
-//! `supervision.rs`) with backoff instead of exiting, turning ready once the broker answers.
+//! `postgres` maintenance database to create it; it waits for RabbitMQ (as for Postgres,
+//! `supervision.rs`) with backoff instead of exiting, turning ready once the broker answers;
+//! and `worker migrate`, what a migration Job runs, waits for Postgres and then migrates.
 
 mod harness;
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use harness::{readiness, spawn_unready, test_settings, wait_ready};
 use shared::testkit::{
     ProxyMode, TcpProxy, TestBroker, TestCa, TestDatabase, TlsPreamble, TlsProxy,
+    postgres_server_addr, postgres_url_via,
 };
 use sqlx::Connection;
 
@@ -30,13 +32,8 @@ async fn recorded_postgres(
     ca: &TestCa,
     database: &TestDatabase,
 ) -> (TlsProxy, sqlx::postgres::PgConnectOptions) {
-    let server = shared::testkit::postgres_server_url();
-    let host_port = server.rsplit_once('@').expect("user@host:port").1;
-    let proxy = TlsProxy::start(host_port, ca, TlsPreamble::PostgresSslRequest).await;
-    let url = format!(
-        "postgres://postgres@{}/{}?sslmode=verify-full",
-        proxy.addr, database.name
-    );
+    let proxy = TlsProxy::start(&postgres_server_addr(), ca, TlsPreamble::PostgresSslRequest).await;
+    let url = postgres_url_via(proxy.addr, &database.name) + "?sslmode=verify-full";
     let options = worker::db::connect_options(&url, Some(&ca.ca_file())).unwrap();
     (proxy, options)
 }
@@ -106,4 +103,34 @@ async fn the_worker_waits_for_rabbitmq_at_start_and_becomes_ready() {
     let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
     shared::testkit::wait_for_count(&pool, "SELECT count(*) FROM inbound_events", 1).await;
     service.stop().await;
+}
+
+#[tokio::test]
+async fn worker_migrate_waits_for_postgres_then_migrates_and_exits() {
+    let database = TestDatabase::new();
+    let proxy = TcpProxy::start(&postgres_server_addr()).await;
+    proxy.set_mode(ProxyMode::Cut);
+    let url = postgres_url_via(proxy.addr, &database.name);
+    let mut migrate = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .arg("migrate")
+        .env("DATABASE_URL", url)
+        .env("LOG_LEVEL", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start worker migrate");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(migrate.try_wait().unwrap().is_none(), "it waits, not exits");
+
+    proxy.set_mode(ProxyMode::Open);
+    let status = tokio::time::timeout(Duration::from_secs(20), migrate.wait())
+        .await
+        .expect("it exits once Postgres answers")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let pool = sqlx::PgPool::connect(&database.url).await.unwrap();
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(applied > 0);
 }

@@ -11,21 +11,12 @@ use harness::ingest_server::post_transcript;
 use harness::{readiness, spawn_unready, test_settings, wait_ready};
 use shared::config::BrokerSettings;
 use shared::testkit::{
-    TestBroker, TestCa, TestDatabase, TlsPreamble, TlsProxy, eventually, wait_for_count,
+    TestBroker, TestCa, TestDatabase, TlsPreamble, TlsProxy, eventually, postgres_server_addr,
+    postgres_url_via, wait_for_count,
 };
 use sqlx::PgPool;
 use worker::outbound::guard::TargetGuard;
 use worker::outbound::send::{Message, Sender, Target};
-
-/// The local Postgres's address, as the tests reach it.
-fn postgres_host_port() -> String {
-    let server = shared::testkit::postgres_server_url();
-    server
-        .rsplit_once('@')
-        .expect("user@host:port")
-        .1
-        .to_owned()
-}
 
 /// A pool on the test's database that never uses TLS, to tell the worker's sessions apart.
 async fn plaintext_pool(database: &TestDatabase) -> PgPool {
@@ -66,11 +57,8 @@ async fn sslmode_require_reaches_the_local_postgres_over_tls() {
 /// for `127.0.0.1`, in front of the local Postgres.
 async fn postgres_behind_tls(ca: &TestCa) -> (TestDatabase, TlsProxy, String) {
     let database = TestDatabase::new();
-    let proxy = TlsProxy::start(&postgres_host_port(), ca, TlsPreamble::PostgresSslRequest).await;
-    let url = format!(
-        "postgres://postgres@{}/{}?sslmode=verify-full",
-        proxy.addr, database.name
-    );
+    let proxy = TlsProxy::start(&postgres_server_addr(), ca, TlsPreamble::PostgresSslRequest).await;
+    let url = postgres_url_via(proxy.addr, &database.name) + "?sslmode=verify-full";
     (database, proxy, url)
 }
 
