@@ -9,7 +9,7 @@
 //! - [`api`]: health, readiness, metrics and the management API.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`dead_letters`]: poison messages: recording and redriving them.
-//! - [`db`]: database creation, pool and migrations.
+//! - [`db`]: connecting (TLS included), database creation, pool and migrations.
 //! - [`gauges`]: gauges sampled every few seconds (queues, database, pool, endpoints).
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
