@@ -196,7 +196,7 @@ async fn supervise(inner: std::sync::Weak<Inner>) {
 }
 
 async fn open(inner: &Inner) -> lapin::Result<(Connection, Channel)> {
-    let connection = broker::connect(&inner.settings.url, "ingest").await?;
+    let connection = broker::connect_to(&inner.settings, "ingest").await?;
     let channel = inner.topology.declare(&connection).await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())

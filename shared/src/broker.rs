@@ -14,9 +14,11 @@ use lapin::options::{
     BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    DefaultConnectionBuilder, ExchangeKind,
 };
 
 use crate::config::BrokerSettings;
@@ -271,7 +273,28 @@ pub async fn publish_routed(
 }
 
 /// Opens a connection named after the process, so it is recognisable in the management UI.
+/// An `amqps://` URL is checked against the built-in webpki roots only.
 pub async fn connect(url: &str, process: &str) -> lapin::Result<Connection> {
-    let properties = ConnectionProperties::default().with_connection_name(process.into());
-    Connection::connect(url, properties).await
+    Connection::connect(url, connection_properties(process)).await
+}
+
+/// [`connect`] to `settings.url`, trusting `AMQP_CA_FILE`'s certificates too for `amqps://`.
+pub async fn connect_to(settings: &BrokerSettings, process: &str) -> lapin::Result<Connection> {
+    let Some(ca_file) = &settings.ca_file else {
+        return connect(&settings.url, process).await;
+    };
+    let tls = OwnedTLSConfig {
+        identity: None,
+        cert_chain: Some(ca_file.pem().to_owned()),
+    };
+    DefaultConnectionBuilder::new()?
+        .with_uri_str(settings.url.clone())
+        .with_properties(connection_properties(process))
+        .with_tls_config(tls)
+        .connect()
+        .await
+}
+
+fn connection_properties(process: &str) -> ConnectionProperties {
+    ConnectionProperties::default().with_connection_name(process.into())
 }

@@ -5,8 +5,12 @@
 
 use std::fmt::Display;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 /// A failed setting: names the variable and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .unwrap_or_default()
     }
 
+    /// A file of PEM certificates named by the variable (`AMQP_CA_FILE` and the like), read and
+    /// checked now, so a missing file or one without a certificate stops the process at start.
+    pub fn ca_file(&self, name: &'static str) -> Result<Option<CaFile>, ConfigError> {
+        self.optional(name)
+            .map(|path| CaFile::read(path.trim().as_ref()))
+            .transpose()
+            .map_err(|problem| ConfigError { name, problem })
+    }
+
     pub fn flag(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self
             .optional(name)
@@ -96,11 +109,60 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// Certificates to trust besides the built-in roots (a private CA), read from a PEM file at
+/// start; shown by its path alone.
+#[derive(Clone)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pem: String,
+    certificates: usize,
+}
+
+impl CaFile {
+    /// Reads `path`; fails unless it holds at least one PEM certificate and nothing unreadable.
+    pub fn read(path: &Path) -> Result<Self, String> {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+        let certificates = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("{} is not PEM: {error}", path.display()))?
+            .len();
+        if certificates == 0 {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(CaFile {
+            path: path.to_owned(),
+            pem,
+            certificates,
+        })
+    }
+
+    /// The file's text: one or more `-----BEGIN CERTIFICATE-----` blocks.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// How many certificates it holds.
+    pub fn certificates(&self) -> usize {
+        self.certificates
+    }
+}
+
+impl std::fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaFile({})", self.path.display())
+    }
+}
+
 /// How to reach RabbitMQ and name what we declare there; both processes read it.
 #[derive(Clone, Debug)]
 pub struct BrokerSettings {
-    /// `AMQP_URL`.
+    /// `AMQP_URL`: `amqp://` or, over TLS, `amqps://` (the server's certificate is checked
+    /// against the built-in webpki roots and [`Self::ca_file`]).
     pub url: String,
+    /// `AMQP_CA_FILE` (default none): PEM certificates of a private CA to trust for `amqps://`,
+    /// besides the built-in roots.
+    pub ca_file: Option<CaFile>,
     /// `QUEUE_PREFIX` (default `webhooks`): every exchange and queue name starts with it, so
     /// several deployments, or tests, can share one vhost.
     pub prefix: String,
@@ -119,6 +181,7 @@ impl BrokerSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         Ok(BrokerSettings {
             url: env.string("AMQP_URL", Self::DEFAULT_URL),
+            ca_file: env.ca_file("AMQP_CA_FILE")?,
             prefix: env.string("QUEUE_PREFIX", "webhooks"),
             confirm_timeout: env.millis("AMQP_CONFIRM_TIMEOUT_MS", 5_000)?,
             delivery_limit: env.parse("DELIVERY_LIMIT", 5)?,
@@ -185,6 +248,35 @@ mod tests {
     fn lists_drop_blanks_and_trim() {
         assert_eq!(env(&[("K", " a, ,b ,")]).list("K"), vec!["a", "b"]);
         assert!(env(&[("K", "  ")]).list("K").is_empty());
+    }
+
+    #[test]
+    fn a_ca_file_is_read_at_start_and_a_bad_one_names_the_variable() {
+        let dir = std::env::temp_dir().join(format!("ca-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (good, empty) = (dir.join("good.pem"), dir.join("empty.pem"));
+        // Any DER in a CERTIFICATE block parses as PEM; the TLS libraries check the rest.
+        std::fs::write(
+            &good,
+            "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(&empty, "no certificate here\n").unwrap();
+        let path = |file: &PathBuf| file.to_string_lossy().into_owned();
+
+        let read = env(&[("AMQP_CA_FILE", &path(&good))])
+            .ca_file("AMQP_CA_FILE")
+            .unwrap();
+        assert_eq!(read.expect("set").certificates(), 1);
+        assert!(env(&[]).ca_file("AMQP_CA_FILE").unwrap().is_none());
+        for bad in [path(&empty), path(&dir.join("missing.pem"))] {
+            let error = env(&[("AMQP_CA_FILE", &bad)])
+                .ca_file("AMQP_CA_FILE")
+                .unwrap_err();
+            assert!(error.to_string().contains("AMQP_CA_FILE"), "{error}");
+            assert!(error.to_string().contains(&bad), "{error}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

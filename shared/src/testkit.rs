@@ -1,6 +1,7 @@
 //! Test support for the crates' integration tests: a database and a queue prefix of each test's
-//! own, fixtures, and a TCP proxy the test owns to cut or stall the path to the broker or
-//! Postgres without touching the shared servers.
+//! own, fixtures, a TCP proxy the test owns to cut or stall the path to the broker or
+//! Postgres without touching the shared servers, and a TLS-terminating proxy with a CA made at
+//! test time ([`TestCa`], [`TlsProxy`]) to test the processes' TLS settings against them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +20,20 @@ use crate::config::BrokerSettings;
 pub fn postgres_server_url() -> String {
     std::env::var("TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// The Postgres server's `host:port`, for a proxy in front of it.
+pub fn postgres_server_addr() -> String {
+    let server = postgres_server_url();
+    let (_, host_port) = server.rsplit_once('@').expect("postgres://user@host:port");
+    host_port.to_owned()
+}
+
+/// The URL of `database` on the Postgres server, reached at `addr` (a proxy in front of it).
+pub fn postgres_url_via(addr: std::net::SocketAddr, database: &str) -> String {
+    let server = postgres_server_url();
+    let (scheme_and_user, _) = server.rsplit_once('@').expect("postgres://user@host:port");
+    format!("{scheme_and_user}@{addr}/{database}")
 }
 
 /// A name no other test, run or process uses: `<prefix>_<pid>_<n>_<nanos>`.
@@ -84,6 +99,7 @@ impl TestBroker {
         let settings = BrokerSettings {
             url: std::env::var("TEST_AMQP_URL")
                 .unwrap_or_else(|_| BrokerSettings::DEFAULT_URL.into()),
+            ca_file: None,
             prefix: unique_name("test"),
             confirm_timeout: std::time::Duration::from_secs(5),
             delivery_limit: 5,
@@ -332,6 +348,15 @@ where
     }
 }
 
+/// Waits until the count `sql` selects on `pool` is `expected`, or panics after 15 s.
+pub async fn wait_for_count(pool: &sqlx::PgPool, sql: &str, expected: i64) {
+    eventually(15, sql, || async {
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(pool).await.ok()?;
+        (count == expected).then_some(())
+    })
+    .await
+}
+
 /// Runs cleanup on a thread of its own, so it works from `Drop` inside or outside a runtime.
 fn run_blocking(work: impl std::future::Future<Output = ()> + Send + 'static) {
     let thread = std::thread::spawn(move || {
@@ -467,4 +492,175 @@ async fn pipe(
 
 async fn wait_for(mode: &mut watch::Receiver<ProxyMode>, wanted: ProxyMode) {
     let _ = mode.wait_for(|current| *current == wanted).await;
+}
+
+/// A private certificate authority made at test time: its certificate as a PEM file (removed
+/// when this is dropped), to hand to a process as `AMQP_CA_FILE`, `DATABASE_CA_FILE` or
+/// `OUTBOUND_CA_FILE`, and server certificates it signs for `localhost` and `127.0.0.1`.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pub pem_path: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, unique_name("test-ca"));
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let certificate = params.self_signed(&key).expect("CA certificate");
+        let pem_path = std::env::temp_dir().join(format!("{}.pem", unique_name("test-ca")));
+        std::fs::write(&pem_path, certificate.pem()).expect("write the CA file");
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem_path,
+        }
+    }
+
+    /// The CA's certificate as the processes read it.
+    pub fn ca_file(&self) -> crate::config::CaFile {
+        crate::config::CaFile::read(&self.pem_path).expect("the CA file")
+    }
+
+    /// A TLS server configuration with a certificate for `localhost` and `127.0.0.1` that
+    /// this CA signed.
+    pub fn server_config(&self) -> Arc<tokio_rustls::rustls::ServerConfig> {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let params = rcgen::CertificateParams::new(names).expect("server params");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let certificate = params.signed_by(&key, &self.issuer).expect("sign");
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![certificate.der().clone()], key)
+            .expect("server config");
+        Arc::new(config)
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pem_path);
+    }
+}
+
+/// What a [`TlsProxy`]'s client sends before its TLS handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsPreamble {
+    /// Nothing: TLS from the first byte (`amqps://`, `https://`).
+    None,
+    /// Postgres' `SSLRequest`, answered `S` (`sslmode=require` and stricter).
+    PostgresSslRequest,
+}
+
+/// Postgres' `SSLRequest`: length 8, code 80877103.
+const POSTGRES_SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// A TLS-terminating proxy on 127.0.0.1 that a test owns: it presents a certificate of a
+/// [`TestCa`] and forwards the plaintext to `target` (the broker, Postgres, an HTTP receiver),
+/// so a client's TLS settings are tested without reconfiguring the shared servers.
+pub struct TlsProxy {
+    pub addr: std::net::SocketAddr,
+    failed_handshakes: Arc<AtomicUsize>,
+    first_messages: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    accept_loop: tokio::task::JoinHandle<()>,
+}
+
+impl TlsProxy {
+    pub async fn start(target: &str, ca: &TestCa, preamble: TlsPreamble) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let addr = listener.local_addr().unwrap();
+        let session = TlsSession {
+            acceptor: tokio_rustls::TlsAcceptor::from(ca.server_config()),
+            target: target.to_owned(),
+            preamble,
+            failed_handshakes: Arc::default(),
+            first_messages: Arc::default(),
+        };
+        let (failed_handshakes, first_messages) = (
+            session.failed_handshakes.clone(),
+            session.first_messages.clone(),
+        );
+        let accept_loop = tokio::spawn(async move {
+            let mut sessions = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                sessions.spawn(session.clone().serve(client));
+            }
+        });
+        TlsProxy {
+            addr,
+            failed_handshakes,
+            first_messages,
+            accept_loop,
+        }
+    }
+
+    /// Handshakes that failed: the client refused our certificate, or spoke no TLS.
+    pub fn failed_handshakes(&self) -> usize {
+        self.failed_handshakes.load(Ordering::SeqCst)
+    }
+
+    /// The first plaintext each client sent after its handshake, in order of arrival (for
+    /// Postgres, the startup message naming user and database).
+    pub fn first_messages(&self) -> Vec<Vec<u8>> {
+        self.first_messages.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.accept_loop.abort();
+    }
+}
+
+/// One client's way through a [`TlsProxy`].
+#[derive(Clone)]
+struct TlsSession {
+    acceptor: tokio_rustls::TlsAcceptor,
+    target: String,
+    preamble: TlsPreamble,
+    failed_handshakes: Arc<AtomicUsize>,
+    first_messages: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl TlsSession {
+    async fn serve(self, mut client: TcpStream) {
+        if self.preamble == TlsPreamble::PostgresSslRequest {
+            let mut request = [0u8; 8];
+            let asked = client.read_exact(&mut request).await.is_ok();
+            if !asked || request != POSTGRES_SSL_REQUEST || client.write_all(b"S").await.is_err() {
+                self.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+        }
+        let Ok(mut client) = self.acceptor.accept(client).await else {
+            self.failed_handshakes.fetch_add(1, Ordering::SeqCst);
+            return;
+        };
+        let mut first = vec![0u8; 16 * 1024];
+        let Ok(n @ 1..) = client.read(&mut first).await else {
+            return;
+        };
+        first.truncate(n);
+        let Ok(mut server) = TcpStream::connect(&self.target).await else {
+            return;
+        };
+        if server.write_all(&first).await.is_err() {
+            return;
+        }
+        self.first_messages.lock().expect("lock").push(first);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    }
 }

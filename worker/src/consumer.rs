@@ -67,7 +67,7 @@ async fn consume(
 ) -> lapin::Result<()> {
     let settings = &context.settings.broker;
     let topology = Topology::new(settings);
-    let connection = broker::connect(&settings.url, "worker").await?;
+    let connection = broker::connect_to(settings, "worker").await?;
     let channel = topology.declare(&connection).await?;
     let prefetch = context.settings.prefetch;
     channel

@@ -1,76 +1,104 @@
-//! Postgres: creating the database if it is missing, the connection pool, migrations (waiting
-//! for Postgres to come up), and which errors pass by themselves.
+//! Postgres: how to connect (TLS included), creating the database if it is missing, the
+//! connection pool, migrations (waiting for Postgres to come up), and which errors pass by
+//! themselves.
 
 use std::str::FromStr;
 use std::time::Duration;
 
+use shared::config::CaFile;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::sync::watch;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// "database does not exist" (`invalid_catalog_name`).
+const DATABASE_DOES_NOT_EXIST: &str = "3D000";
+
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Creates the database named in `url` when it does not exist yet. Safe when several workers
-/// start at once: losing the race to create it is fine.
-pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+/// How to reach Postgres: `DATABASE_URL` (with its `sslmode` and `sslrootcert`), trusting
+/// `DATABASE_CA_FILE`'s certificates instead of `sslrootcert` when that is set.
+pub fn connect_options(url: &str, ca_file: Option<&CaFile>) -> anyhow::Result<PgConnectOptions> {
     let options = PgConnectOptions::from_str(url)?;
+    Ok(match ca_file {
+        Some(ca_file) => options.ssl_root_cert_from_pem(ca_file.pem().as_bytes().to_vec()),
+        None => options,
+    })
+}
+
+/// Makes sure the database named in `options` exists: connects to it, and only when Postgres
+/// answers that it does not exist, connects to the `postgres` maintenance database to create
+/// it (so a managed Postgres whose role may not reach `postgres` works as long as the database
+/// is there). Safe when several workers start at once: losing the race to create it is fine.
+pub async fn ensure_database(options: &PgConnectOptions) -> anyhow::Result<()> {
+    match options.connect().await {
+        Ok(connection) => Ok(connection.close().await?),
+        Err(error) if is_code(&error, DATABASE_DOES_NOT_EXIST) => create_database(options).await,
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn create_database(options: &PgConnectOptions) -> anyhow::Result<()> {
     let name = options
         .get_database()
         .ok_or_else(|| anyhow::anyhow!("DATABASE_URL names no database"))?
         .to_owned();
-    let mut admin = options.database("postgres").connect().await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
-    if !exists {
-        let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(&create).execute(&mut admin).await {
-            Ok(_) => tracing::info!(database = %name, "created the database"),
-            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
-            Err(error) => return Err(error.into()),
-        }
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    match sqlx::query(&create).execute(&mut admin).await {
+        Ok(_) => tracing::info!(database = %name, "created the database"),
+        Err(error) if is_code(&error, "42P04") => {}
+        Err(error) => return Err(error.into()),
     }
     admin.close().await?;
     Ok(())
 }
 
+fn is_code(error: &sqlx::Error, code: &str) -> bool {
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .is_some_and(|found| found == code)
+}
+
 /// A pool that connects lazily, so the worker starts (and reconnects) while Postgres is down.
-pub fn pool(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)?;
-    Ok(PgPoolOptions::new()
+pub fn pool(options: PgConnectOptions, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // No ping before each checkout: it was one more round trip per event. A connection
         // that broke is found by the statement that uses it, and the consumer retries that
         // event in place as a transient failure.
         .test_before_acquire(false)
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
 }
 
-/// Creates the database if needed and applies pending migrations (`worker migrate`).
+/// Creates the database if needed and applies pending migrations, once.
 pub async fn migrate(url: &str) -> anyhow::Result<()> {
-    ensure_database(url).await?;
-    let pool = pool(url, 2)?;
+    migrate_with(&connect_options(url, None)?).await
+}
+
+/// [`migrate`] with connect options (TLS roots included).
+pub async fn migrate_with(options: &PgConnectOptions) -> anyhow::Result<()> {
+    ensure_database(options).await?;
+    let pool = pool(options.clone(), 2);
     MIGRATOR.run(&pool).await?;
     pool.close().await;
     Ok(())
 }
 
-/// Like [`migrate`], but while Postgres is unreachable it logs and retries with backoff until
+/// Like [`migrate_with`], but while Postgres is unreachable it logs and retries with backoff until
 /// Postgres answers (`Ok(true)`) or `stopping` turns true first (`Ok(false)`). Any other
 /// failure (a bad URL, a migration that fails) is returned.
 pub async fn migrate_when_reachable(
-    url: &str,
+    options: &PgConnectOptions,
     mut stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<bool> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match migrate(url).await {
+        match migrate_with(options).await {
             Ok(()) => return Ok(true),
             Err(error) if unreachable(&error) => {
                 tracing::warn!(%error, retry_in_ms = backoff.as_millis() as u64, "Postgres is unreachable; waiting for it");

@@ -9,7 +9,7 @@
 //! - [`api`]: health, readiness, metrics and the management API.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`dead_letters`]: poison messages: recording and redriving them.
-//! - [`db`]: database creation, pool and migrations.
+//! - [`db`]: connecting (TLS included), database creation, pool and migrations.
 //! - [`gauges`]: gauges sampled every few seconds (queues, database, pool, endpoints).
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
@@ -78,7 +78,8 @@ pub async fn run(
     // The recorder first, so the help text and the first samples are kept.
     let _ = shared::telemetry::metrics();
     describe_metrics();
-    let pool = db::pool(&settings.database_url, settings.database_max_connections)?;
+    let database = db::connect_options(&settings.database_url, settings.database_ca_file.as_ref())?;
+    let pool = db::pool(database.clone(), settings.database_max_connections);
     let (stop, stopping) = watch::channel(false);
     let context = Arc::new(WorkerContext {
         outbound: outbound::Outbound::new(&settings.delivery)?,
@@ -97,8 +98,7 @@ pub async fn run(
         shutdown.await;
         stop.send_replace(true);
     });
-    let started =
-        db::migrate_when_reachable(&context.settings.database_url, stopping.clone()).await;
+    let started = db::migrate_when_reachable(&database, stopping.clone()).await;
     if let Ok(true) = started {
         seal_stored_secrets(&context).await;
         let tasks = start_tasks(&context);

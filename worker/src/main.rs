@@ -1,5 +1,10 @@
+//! The `worker` binary: `worker` (or `worker run`) runs the worker; `worker migrate` creates
+//! the database if it is missing, applies the migrations and exits (what a migration Job runs).
+//! Both wait for Postgres with backoff while it is unreachable.
+
 use shared::config::Env;
 use shared::http::shutdown_signal;
+use tokio::sync::watch;
 use worker::settings::WorkerSettings;
 
 #[tokio::main]
@@ -8,10 +13,7 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init_tracing(&settings.logs);
     let _ = shared::telemetry::metrics();
     match std::env::args().nth(1).as_deref() {
-        Some("migrate") => {
-            worker::db::migrate(&settings.database_url).await?;
-            tracing::info!("migrations applied");
-        }
+        Some("migrate") => migrate(&settings).await?,
         None | Some("run") => {
             let listener = tokio::net::TcpListener::bind(settings.addr).await?;
             worker::run(settings, listener, shutdown_signal()).await?;
@@ -19,5 +21,21 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(other) => anyhow::bail!("unknown command {other:?}; expected `migrate` or nothing"),
     }
+    Ok(())
+}
+
+/// `worker migrate`: waits for Postgres (until SIGTERM or Ctrl-C), migrates, and exits.
+async fn migrate(settings: &WorkerSettings) -> anyhow::Result<()> {
+    let database =
+        worker::db::connect_options(&settings.database_url, settings.database_ca_file.as_ref())?;
+    let (stop, stopping) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.send_replace(true);
+    });
+    if !worker::db::migrate_when_reachable(&database, stopping).await? {
+        anyhow::bail!("stopped before Postgres answered; nothing was migrated");
+    }
+    tracing::info!("migrations applied");
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use shared::config::{BrokerSettings, ConfigError, Env, LogSettings};
+use shared::config::{BrokerSettings, CaFile, ConfigError, Env, LogSettings};
 
 use crate::outbound::at_rest::SecretsKeys;
 
@@ -13,7 +13,13 @@ pub struct WorkerSettings {
     /// `WORKER_ADDR` (default `0.0.0.0:8081`): management API, `/metrics`, health.
     pub addr: SocketAddr,
     /// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/webhooks`); created if missing.
+    /// Takes libpq's `sslmode` (`disable`, `prefer` by default, `require`, `verify-ca`,
+    /// `verify-full`) and `sslrootcert`.
     pub database_url: String,
+    /// `DATABASE_CA_FILE` (default none): PEM certificates of a private CA to trust for
+    /// `sslmode=verify-ca|verify-full`, besides the built-in roots; the same as `sslrootcert`
+    /// in the URL, and used instead of it when both are set.
+    pub database_ca_file: Option<CaFile>,
     /// `DATABASE_MAX_CONNECTIONS` (default 16).
     pub database_max_connections: u32,
     pub broker: BrokerSettings,
@@ -76,6 +82,7 @@ impl WorkerSettings {
         Ok(WorkerSettings {
             addr: env.addr("WORKER_ADDR", "0.0.0.0:8081")?,
             database_url: env.string("DATABASE_URL", Self::DEFAULT_DATABASE_URL),
+            database_ca_file: env.ca_file("DATABASE_CA_FILE")?,
             database_max_connections: env.parse("DATABASE_MAX_CONNECTIONS", 16)?,
             broker: BrokerSettings::from_env(env)?,
             logs: LogSettings::from_env(env)?,
@@ -144,6 +151,9 @@ pub struct DeliverySettings {
     /// endpoint secrets and custom header values in Postgres; the first seals, all open (for
     /// rotation). Without one they are stored in plaintext and the worker warns at start.
     pub secrets_keys: SecretsKeys,
+    /// `OUTBOUND_CA_FILE` (default none): PEM certificates that outbound HTTPS trusts besides
+    /// the built-in webpki roots (receivers behind a private CA).
+    pub extra_roots: Option<CaFile>,
 }
 
 impl DeliverySettings {
@@ -160,6 +170,7 @@ impl DeliverySettings {
             circuit_failure_threshold: env.parse("CIRCUIT_FAILURE_THRESHOLD", 5)?,
             circuit_cooldown: env.millis("CIRCUIT_COOLDOWN_MS", 30_000)?,
             secrets_keys: SecretsKeys::parse(&env.list("SECRETS_KEY"))?,
+            extra_roots: env.ca_file("OUTBOUND_CA_FILE")?,
         })
     }
 }

@@ -71,7 +71,7 @@ impl Outbound {
     pub fn new(settings: &DeliverySettings) -> anyhow::Result<Self> {
         let guard = guard::TargetGuard::new(settings.allowed_target_cidrs.clone());
         Ok(Outbound {
-            sender: send::Sender::new(guard, settings.secrets_keys.clone())?,
+            sender: send::Sender::new(guard, settings)?,
             schedule: schedule::Schedule::new(settings),
             isolation: Arc::new(isolation::Isolation::new(settings)),
             slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use super::at_rest::{OpenError, SecretsKeys};
 use super::guard::{GuardedResolver, TargetGuard};
 use super::schedule::{Answer, RetryAfter};
+use crate::settings::DeliverySettings;
 
 /// The most of a receiver's answer that is kept.
 pub const EXCERPT_BYTES: usize = 1024;
@@ -81,9 +82,17 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(guard: TargetGuard, secrets_keys: SecretsKeys) -> anyhow::Result<Self> {
+    /// The client trusts the built-in webpki roots and `OUTBOUND_CA_FILE`'s certificates.
+    pub fn new(guard: TargetGuard, settings: &DeliverySettings) -> anyhow::Result<Self> {
         let guard = Arc::new(guard);
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(extra_roots) = &settings.extra_roots {
+            for certificate in reqwest::Certificate::from_pem_bundle(extra_roots.pem().as_bytes())?
+            {
+                client = client.add_root_certificate(certificate);
+            }
+        }
+        let client = client
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver {
@@ -95,7 +104,7 @@ impl Sender {
         Ok(Sender {
             client,
             guard,
-            secrets_keys,
+            secrets_keys: settings.secrets_keys.clone(),
         })
     }
 
