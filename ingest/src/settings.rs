@@ -96,10 +96,12 @@ impl IngestSettings {
         Ok(self)
     }
 
-    /// The defaults, with the given broker and Omi keys: for tests, benchmarks and local runs.
+    /// The defaults, with the given broker and Omi keys and no shutdown grace (no load
+    /// balancer waits on it): for tests, benchmarks and local runs.
     pub fn local(broker: BrokerSettings, omi_keys: &[&str]) -> Self {
         let mut settings = Self::from_env(&Env::new(|_| None)).expect("defaults are valid");
         settings.broker = broker;
+        settings.shutdown_grace = Duration::ZERO;
         settings.omi_keys = strings(omi_keys);
         settings
     }
