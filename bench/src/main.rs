@@ -2,8 +2,8 @@
 //! with local PostgreSQL and RabbitMQ, and the markdown they report.
 //!
 //! ```text
-//! bench run [ingest] [end-to-end] [deliveries] [backlog]
-//!                                                measure (all four by default), print markdown
+//! bench run [ingest] [end-to-end] [deliveries] [backlog] [slow-clients]
+//!                                                measure (all five by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
@@ -22,6 +22,7 @@ mod floors;
 mod ingest;
 mod report;
 mod requests;
+mod slow_clients;
 mod storage_floor;
 
 use bench::{load, process, stack};
@@ -88,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] | bench floor http|publish ADDR"
+            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [slow-clients] | bench floor http|publish ADDR"
         ),
     }
 }
@@ -140,6 +141,16 @@ async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         out.push_str("## One endpoint beside a dead endpoint's backlog, one worker\n\n");
         let runs = backlog::measure(&stack, &plan).await?;
         out.push_str(&backlog::table(&runs));
+    }
+    if wants("slow-clients") {
+        out.push_str(&format!(
+            "## Ingest beside slow clients\n\n\
+             The 64-connection transcript load, each case on a fresh ingest with the default \
+             limits, beside {} slow connections that reconnect when cut off.\n\n",
+            slow_clients::SLOW_CLIENTS
+        ));
+        let runs = slow_clients::measure(&stack, &plan).await?;
+        out.push_str(&slow_clients::table(&runs));
     }
     Ok(out)
 }

@@ -29,9 +29,10 @@ pub struct IngestSettings {
     /// requests a credential may send at once before the per-second rate applies.
     pub rate_limit_burst: u32,
     /// `REQUEST_HEADER_TIMEOUT_MS` (default 10000): a connection that has not sent a whole
-    /// request head this long after it started waiting for one is closed (slowloris); hyper
-    /// starts waiting as soon as the previous answer is sent, so an idle keep-alive connection
-    /// is closed after this long too.
+    /// request head this long after ingest started waiting for one is answered 408 and closed
+    /// (slowloris), or closed silently if it sent nothing of a head. Waiting starts again as
+    /// soon as the previous answer is ready, so an idle keep-alive connection is closed after
+    /// this long too.
     pub header_timeout: Duration,
     /// `REQUEST_BODY_TIMEOUT_MS` (default 30000): a body not all arrived this long after its
     /// request head is refused with 408.
