@@ -109,7 +109,13 @@ async fn measure_case(stack: &Stack, plan: &Plan, beside: Beside) -> anyhow::Res
     let slow = SlowClients::start(service.addr, beside);
     // The slow clients take their places before the load begins.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let outcome = load_once(service.addr, *plan, Body::Transcript, isolation.prefix.clone()).await;
+    let outcome = load_once(
+        service.addr,
+        *plan,
+        Body::Transcript,
+        isolation.prefix.clone(),
+    )
+    .await;
     let figures = Figures::new(&outcome, service.peak_rss(), None);
     let slow = slow.stop().await;
     service.stop().await;
@@ -232,9 +238,8 @@ pub fn table(runs: &[Run]) -> String {
     );
     let alone = 0;
     for (index, beside) in Beside::ALL.iter().enumerate() {
-        let endings = |pick: fn(&SlowEndings) -> u64| {
-            median_of(runs, |run| pick(&run[index].slow) as f64)
-        };
+        let endings =
+            |pick: fn(&SlowEndings) -> u64| median_of(runs, |run| pick(&run[index].slow) as f64);
         let _ = writeln!(
             out,
             "| {} | {:.0} | {:.2} | {:.2} ms | {:.0} | {} | {:.0} / {:.0} / {:.0} / {:.0} |",

@@ -619,6 +619,34 @@ impl TestPipeline {
             .expect(sql)
     }
 
+    /// Runs the real `worker` binary on this pipeline's queue prefix with Postgres at
+    /// `database_url` (this pipeline's database, or a proxy in front of it) and `env` added,
+    /// and waits until it is ready.
+    pub async fn spawn_worker_binary(
+        &self,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .env("DATABASE_URL", database_url)
+            .env("AMQP_URL", &self.broker.settings.url)
+            .env("QUEUE_PREFIX", &self.broker.settings.prefix)
+            .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
+            .env("LOG_LEVEL", "warn")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the worker binary");
+        self.wait_ready(&format!("http://127.0.0.1:{port}/readyz"))
+            .await;
+        child
+    }
+
     /// Waits until `sql` counts `expected`, then returns.
     pub async fn wait_for_count(&self, sql: &str, expected: i64) {
         eventually(15, sql, || async {
