@@ -65,6 +65,8 @@ pub struct SlowEndings {
     pub answered_other: u64,
     /// Closed (or reset) without an answer that could be read.
     pub closed: u64,
+    /// Still open, neither answered nor closed, when the case ended.
+    pub held: u64,
 }
 
 /// One case of one run: the healthy load's figures and how the slow requests ended.
@@ -126,14 +128,14 @@ async fn measure_case(stack: &Stack, plan: &Plan, beside: Beside) -> anyhow::Res
 /// The slow connections of one case, each reconnecting once its request ends.
 struct SlowClients {
     stop: Arc<AtomicBool>,
-    endings: Arc<[AtomicU64; 4]>,
+    endings: Arc<[AtomicU64; 5]>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl SlowClients {
     fn start(target: SocketAddr, beside: Beside) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let endings: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+        let endings: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
         let tasks = match beside {
             Beside::Nothing => Vec::new(),
             _ => (0..SLOW_CLIENTS)
@@ -167,6 +169,7 @@ impl SlowClients {
             answered_503: count(Ending::Answered503),
             answered_other: count(Ending::AnsweredOther),
             closed: count(Ending::Closed),
+            held: count(Ending::Held),
         }
     }
 }
@@ -177,6 +180,7 @@ enum Ending {
     Answered503,
     AnsweredOther,
     Closed,
+    Held,
 }
 
 /// One slow request: its head (all of it for a slow body, part of it for a slow head), then a
@@ -211,8 +215,11 @@ async fn slow_request(target: SocketAddr, beside: Beside, n: usize, stop: &Atomi
     let mut answer = [0u8; 64];
     let read = tokio::select! {
         read = reader.read(&mut answer) => read,
-        _ = writing => {
-            // The server stopped reading (a refusal) or the case is over: an answer may be there.
+        written = writing => {
+            if written.is_ok() {
+                return Ending::Held;
+            }
+            // The server stopped reading (a refusal): its answer may be there.
             match tokio::time::timeout(Duration::from_secs(1), reader.read(&mut answer)).await {
                 Ok(read) => read,
                 Err(_) => Ok(0),
@@ -233,7 +240,7 @@ pub fn table(runs: &[Run]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| healthy load (64 connections, transcripts) | requests/s | share of alone | p99 | not 2xx | ingest peak RSS | slow requests: 408 / 503 / other / closed |\n\
+        "| healthy load (64 connections, transcripts) | requests/s | share of alone | p99 | not 2xx | ingest peak RSS | slow requests: 408 / 503 / other / closed / still held at the end |\n\
          | --- | --- | --- | --- | --- | --- | --- |"
     );
     let alone = 0;
@@ -242,7 +249,7 @@ pub fn table(runs: &[Run]) -> String {
             |pick: fn(&SlowEndings) -> u64| median_of(runs, |run| pick(&run[index].slow) as f64);
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2} | {:.2} ms | {:.0} | {} | {:.0} / {:.0} / {:.0} / {:.0} |",
+            "| {} | {:.0} | {:.2} | {:.2} ms | {:.0} | {} | {:.0} / {:.0} / {:.0} / {:.0} / {:.0} |",
             beside.label(),
             median_of(runs, |run| run[index].figures.per_s),
             median_ratio(
@@ -257,6 +264,7 @@ pub fn table(runs: &[Run]) -> String {
             endings(|slow| slow.answered_503),
             endings(|slow| slow.answered_other),
             endings(|slow| slow.closed),
+            endings(|slow| slow.held),
         );
     }
     out.push('\n');
