@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use harness::{TestIngest, omi_query};
+use harness::{TestIngest, omi_query, transcript_head};
 use shared::testkit::{eventually, fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -50,11 +50,7 @@ struct Trickler {
 async fn trickler(ingest: &TestIngest, n: usize) -> Trickler {
     let stream = TcpStream::connect(ingest.service.addr).await.unwrap();
     let (reader, mut writer) = stream.into_split();
-    let head = format!(
-        "POST /v1/omi/transcript?{} HTTP/1.1\r\nHost: ingest\r\n\
-         Content-Type: application/json\r\nContent-Length: {ANNOUNCED}\r\n\r\n",
-        omi_query(&format!("trickler-{n}"))
-    );
+    let head = transcript_head(&omi_query(&format!("trickler-{n}")), ANNOUNCED);
     writer.write_all(head.as_bytes()).await.unwrap();
     let writer = tokio::spawn(async move {
         if writer.write_all(&vec![b' '; SENT_AT_ONCE]).await.is_ok() {
@@ -139,11 +135,7 @@ async fn trickling_clients_beyond_the_budget_cannot_hold_more_than_it() {
 
     // A body announced longer than what is left is refused before it is sent.
     let mut announcer = TcpStream::connect(ingest.service.addr).await.unwrap();
-    let head = format!(
-        "POST /v1/omi/transcript?{} HTTP/1.1\r\nHost: ingest\r\n\
-         Content-Type: application/json\r\nContent-Length: {ANNOUNCED}\r\n\r\n",
-        omi_query("announcer")
-    );
+    let head = transcript_head(&omi_query("announcer"), ANNOUNCED);
     announcer.write_all(head.as_bytes()).await.unwrap();
     let (mut reader, _writer) = announcer.into_split();
     let answer = answered_within(&mut reader, Duration::from_secs(5)).await;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use harness::{OMI_KEY, omi_query};
+use harness::{OMI_KEY, omi_query, transcript_head};
 use lapin::options::BasicGetOptions;
 use shared::testkit::{ProxyMode, TcpProxy, TestBroker, eventually, fixture};
 use tokio::io::AsyncWriteExt;
@@ -222,12 +222,9 @@ async fn a_trickling_client_cannot_hold_the_exit_past_the_shutdown_timeout() {
     let url = broker.settings.url.clone();
     let mut ingest = IngestProcess::start(&broker, &url, &settings).await;
     let mut slow = TcpStream::connect(ingest.addr).await.unwrap();
-    let head = format!(
-        "POST /v1/omi/transcript?{} HTTP/1.1\r\nHost: ingest\r\n\
-         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{{",
-        omi_query("slow")
-    );
+    let head = transcript_head(&omi_query("slow"), 100_000);
     slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(b"{").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let terminated = Instant::now();

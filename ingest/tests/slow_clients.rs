@@ -10,7 +10,7 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{OMI_KEY, TestIngest, omi_query};
+use harness::{OMI_KEY, TestIngest, omi_query, transcript_head};
 use shared::testkit::fixture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -45,14 +45,6 @@ async fn trickling(
         }
     });
     (reader, writer)
-}
-
-/// The head of a transcript request announcing a body of `length` bytes.
-fn transcript_head(query: &str, length: usize) -> String {
-    format!(
-        "POST /v1/omi/transcript?{query} HTTP/1.1\r\nHost: ingest\r\n\
-         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
-    )
 }
 
 /// Everything the server sends until it closes the connection (or `within` passes: a panic).
