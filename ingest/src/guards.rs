@@ -86,10 +86,9 @@ pub async fn guard_body(State(guard): State<BodyGuard>, request: Request, next: 
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<usize>().ok());
-    if let Some(length) = announced.filter(|length| *length <= guard.largest_body) {
-        if length > guard.budget.bytes.available_permits() {
-            return IngestError::BodiesInFlight.into_response();
-        }
+    let fits = |length: usize| length <= guard.budget.bytes.available_permits();
+    if announced.is_some_and(|length| length <= guard.largest_body && !fits(length)) {
+        return IngestError::BodiesInFlight.into_response();
     }
     let taken = Arc::new(Taken {
         budget: guard.budget.clone(),
