@@ -2,8 +2,8 @@
 //! with local PostgreSQL and RabbitMQ, and the markdown they report.
 //!
 //! ```text
-//! bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out]
-//!                                                measure (all five by default), print markdown
+//! bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients]
+//!                                                measure (all six by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
@@ -23,6 +23,7 @@ mod ingest;
 mod report;
 mod requests;
 mod scale_out;
+mod slow_clients;
 mod storage_floor;
 
 use bench::{load, process, stack};
@@ -89,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] | bench floor http|publish ADDR"
+            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] | bench floor http|publish ADDR"
         ),
     }
 }
@@ -152,6 +153,16 @@ async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         );
         let runs = scale_out::measure(&stack, &plan).await?;
         out.push_str(&scale_out::table(&runs));
+    }
+    if wants("slow-clients") {
+        out.push_str(&format!(
+            "## Ingest beside slow clients\n\n\
+             The 64-connection transcript load, each case on a fresh ingest with the default \
+             limits, beside {} slow connections that reconnect when cut off.\n\n",
+            slow_clients::SLOW_CLIENTS
+        ));
+        let runs = slow_clients::measure(&stack, &plan).await?;
+        out.push_str(&slow_clients::table(&runs));
     }
     Ok(out)
 }

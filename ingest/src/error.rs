@@ -30,6 +30,9 @@ pub enum IngestError {
     /// `MAX_CONCURRENT_REQUESTS` requests are in progress already.
     #[error("too many requests in progress; retry in {BUSY_RETRY_AFTER_S} s")]
     Busy,
+    /// The body would take the bytes in flight past `MAX_BODY_BYTES_IN_FLIGHT`.
+    #[error("too many request bodies in flight; retry in {BUSY_RETRY_AFTER_S} s")]
+    BodiesInFlight,
     #[error("too many requests for this credential; retry in {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
     #[error("the event could not be queued: {0}")]
@@ -48,6 +51,7 @@ impl IngestError {
         match self {
             IngestError::NotConfigured(_) => Some("not_configured"),
             IngestError::Busy => Some("busy"),
+            IngestError::BodiesInFlight => Some("body_budget"),
             IngestError::Unavailable(cause) => Some(cause.label()),
             _ => None,
         }
@@ -84,7 +88,7 @@ impl IntoResponse for IngestError {
             IngestError::BodyTimeout => {
                 error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
             }
-            IngestError::Busy => with_retry_after(
+            IngestError::Busy | IngestError::BodiesInFlight => with_retry_after(
                 error_response(StatusCode::SERVICE_UNAVAILABLE, "busy", message),
                 BUSY_RETRY_AFTER_S,
             ),

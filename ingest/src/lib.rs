@@ -7,11 +7,15 @@
 //! - [`sources`]: one module per provider (authenticate, parse, dedup id) and [`sources::accept`].
 //! - [`publisher`]: the shared confirm-mode channel and its reconnecting supervisor.
 //! - [`rate_limit`]: a token bucket per credential (429 beyond it).
-//! - [`server`]: the HTTP server and its bounds on slow and concurrent clients (408, 503).
+//! - [`server`]: the HTTP server: connections, and the drain on shutdown.
+//! - [`head_timeout`]: a connection's request-head timeout, answered with 408.
+//! - [`guards`]: bounds on concurrent requests and on their bodies' time and bytes (408, 503).
 //! - [`error`]: every failure and its HTTP answer.
 //! - [`settings`]: configuration from the environment.
 
 pub mod error;
+pub mod guards;
+pub mod head_timeout;
 pub mod publisher;
 pub mod rate_limit;
 pub mod routes;
@@ -27,7 +31,10 @@ use crate::publisher::Publisher;
 use crate::routes::{AppState, router};
 use crate::settings::IngestSettings;
 
-/// Serves ingest on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves ingest on `listener` until `shutdown` resolves. Then `/readyz` answers 503 at once,
+/// ingest keeps serving for `SHUTDOWN_GRACE_MS` (a load balancer notices and stops sending),
+/// closes its listener, and returns once the requests in flight are answered, their confirms
+/// included, or `SHUTDOWN_TIMEOUT_MS` later at most.
 pub async fn run(
     settings: IngestSettings,
     listener: TcpListener,
@@ -37,14 +44,29 @@ pub async fn run(
     let _ = shared::telemetry::metrics();
     describe_metrics();
     let publisher = Publisher::start(settings.broker.clone());
-    let app = router(AppState::new(&settings, publisher), &settings);
+    let state = AppState::new(&settings, publisher);
+    let app = router(state.clone(), &settings);
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    server::serve(listener, app, settings.header_timeout, shutdown).await
+    let grace = settings.shutdown_grace;
+    let shutdown = async move {
+        shutdown.await;
+        state.mark_stopping();
+        tracing::info!(
+            ?grace,
+            "stopping: /readyz answers 503; serving through the grace"
+        );
+        tokio::time::sleep(grace).await;
+    };
+    let timeouts = server::Timeouts {
+        header: settings.header_timeout,
+        drain: settings.shutdown_timeout,
+    };
+    server::serve(listener, app, timeouts, shutdown).await
 }
 
 /// Help text of every metric ingest exports (the recorder shows it once a metric is set).
 fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     publisher::describe_metrics();
     describe_counter!(
         "ingest_requests_total",
@@ -61,8 +83,19 @@ fn describe_metrics() {
     );
     describe_counter!(
         "ingest_unavailable_total",
-        "Requests answered 503, by reason: busy (MAX_CONCURRENT_REQUESTS), not_configured, \
-         not_connected, timeout, nack, returned, error (the broker's)"
+        "Requests answered 503, by reason: busy (MAX_CONCURRENT_REQUESTS), body_budget \
+         (MAX_BODY_BYTES_IN_FLIGHT), not_configured, not_connected, timeout, nack, returned, \
+         error (the broker's)"
+    );
+    describe_gauge!(
+        "ingest_body_bytes_in_flight",
+        Unit::Bytes,
+        "Request body bytes held now, within MAX_BODY_BYTES_IN_FLIGHT"
+    );
+    describe_counter!(
+        "ingest_request_head_timeouts_total",
+        "Connections answered 408 because part of a request head came but not all of it \
+         within REQUEST_HEADER_TIMEOUT_MS"
     );
     describe_counter!(
         "ingest_requests_shed_total",

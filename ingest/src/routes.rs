@@ -2,6 +2,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
@@ -12,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use shared::http::{INGEST_OPENAPI, error_response, healthz, metrics, openapi_response};
 
+use crate::guards::{self, BodyBudget, BodyGuard, RequestLimit};
 use crate::publisher::Publisher;
 use crate::rate_limit::RateLimiter;
-use crate::server::{self, RequestLimit};
 use crate::settings::IngestSettings;
 use crate::sources::{self, KeySet};
 
@@ -33,6 +34,8 @@ pub struct AppContext {
     pub audio_body_limit: usize,
     /// `LOG_EVENTS`: one log line per accepted event.
     pub log_events: bool,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    stopping: AtomicBool,
 }
 
 impl Deref for AppState {
@@ -53,24 +56,38 @@ impl AppState {
             json_body_limit: settings.json_body_limit,
             audio_body_limit: settings.audio_body_limit,
             log_events: settings.logs.events,
+            stopping: AtomicBool::new(false),
         }))
+    }
+
+    /// Shutdown has begun: `/readyz` answers 503 from now on.
+    pub fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 }
 
 /// The route table. The provider routes are guarded against too many and too slow requests
-/// ([`crate::server`]); health, metrics and OpenAPI are not, so they answer under any load.
+/// ([`crate::guards`]); health, metrics and OpenAPI are not, so they answer under any load.
 pub fn router(state: AppState, settings: &IngestSettings) -> Router {
     let providers = Router::new()
         .merge(sources::omi::routes())
         .merge(sources::asleep::routes())
         .merge(sources::reflector::routes())
         .layer(middleware::from_fn_with_state(
-            settings.body_timeout,
-            server::time_body,
+            BodyGuard {
+                timeout: settings.body_timeout,
+                budget: Arc::new(BodyBudget::new(settings.max_body_bytes_in_flight)),
+                largest_body: settings.largest_body_limit(),
+            },
+            guards::guard_body,
         ))
         .layer(middleware::from_fn_with_state(
             RequestLimit::new(settings.max_concurrent_requests),
-            server::limit_requests,
+            guards::limit_requests,
         ));
     Router::new()
         .route("/ping", get(|| async { "pong" }))
@@ -87,9 +104,15 @@ pub fn router(state: AppState, settings: &IngestSettings) -> Router {
         .with_state(state)
 }
 
-/// `GET /readyz`: 200 only while the broker connection is up.
+/// `GET /readyz`: 200 only while the broker connection is up and shutdown has not begun.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.publisher.is_ready() {
+    if state.is_stopping() {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "shutting down: finishing the requests in flight",
+        )
+    } else if state.publisher.is_ready() {
         "ready".into_response()
     } else {
         error_response(

@@ -1,43 +1,38 @@
-//! The HTTP server, and what keeps slow or too many clients from holding it:
-//! - [`serve`]: HTTP/1 connections with a header read timeout (`REQUEST_HEADER_TIMEOUT_MS`): a
-//!   client that has not sent a whole request head by then is disconnected (hyper closes the
-//!   connection; no answer can be framed before a request is), and graceful shutdown.
-//! - [`limit_requests`]: at most `MAX_CONCURRENT_REQUESTS` requests at once on the provider
-//!   routes; beyond that 503 with `Retry-After`, at once, before any body is read.
-//! - [`time_body`]: the body must arrive within `REQUEST_BODY_TIMEOUT_MS` of the request head,
-//!   else 408 (a trickled body holds at most its route's size limit, for at most that long).
+//! The HTTP server: accepting HTTP/1 connections, each with its request-head timeout
+//! ([`crate::head_timeout`]: a late head is answered 408), and the drain when it is told to stop.
 //!
-//! Credentials are checked by extractors before the body is read, so a request without them
-//! never holds a body at all.
+//! [`serve`] accepts until `shutdown` resolves, then closes the listener (new connections are
+//! refused), lets every open connection finish the request it is serving (its confirm
+//! included) and closes it, idle ones at once, and returns once all are done or
+//! `drain_timeout` has passed, whichever is first.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
 
-use crate::error::IngestError;
+use crate::head_timeout::{HeadClock, HeadTimedIo};
 
 /// How long to wait before accepting again after `accept` failed (e.g. out of descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets the open connections finish.
+/// How long a connection may take for its request heads, and how long the drain may take.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub header: Duration,
+    pub drain: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains (see the module).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    header_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let connections = GracefulShutdown::new();
@@ -54,97 +49,50 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = connections.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "connection ended with an error");
-            }
-        });
+        spawn_connection(&connections, stream, app.clone(), timeouts.header);
     }
     drop(listener);
-    connections.shutdown().await;
+    if tokio::time::timeout(timeouts.drain, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "requests still in flight after SHUTDOWN_TIMEOUT_MS ({:?}); stopping anyway",
+            timeouts.drain
+        );
+    }
     Ok(())
 }
 
-/// The requests that may be in progress at once on the routes it guards.
-#[derive(Clone)]
-pub struct RequestLimit(Arc<Semaphore>);
-
-impl RequestLimit {
-    pub fn new(max_concurrent: usize) -> Self {
-        RequestLimit(Arc::new(Semaphore::new(max_concurrent.max(1))))
-    }
-}
-
-/// Middleware: runs the request if fewer than the limit are in progress, else answers 503.
-pub async fn limit_requests(
-    State(limit): State<RequestLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Ok(_permit) = limit.0.try_acquire() else {
-        metrics::counter!("ingest_requests_shed_total").increment(1);
-        return IngestError::Busy.into_response();
-    };
-    next.run(request).await
-}
-
-/// Middleware: the request's body fails with [`BodyTimeout`] (a 408 from `read_body`) if it has
-/// not all arrived `timeout` after the head.
-pub async fn time_body(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
-    let request = request.map(|body| {
-        Body::new(TimedBody {
-            inner: body,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-        })
+/// Serves one HTTP/1 connection with `app` in a task of its own, watched by `connections`; its
+/// heads are timed by a [`HeadClock`] that the service stops when a head has arrived and
+/// restarts when the answer is ready.
+fn spawn_connection(
+    connections: &GracefulShutdown,
+    stream: TcpStream,
+    app: Router,
+    header_timeout: Duration,
+) {
+    let clock = HeadClock::start();
+    let io = TokioIo::new(HeadTimedIo::new(stream, clock.clone(), header_timeout));
+    let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        clock.head_received();
+        let answer = app.clone().oneshot(request);
+        let clock = clock.clone();
+        async move {
+            let response = answer.await;
+            clock.answered();
+            response
+        }
     });
-    next.run(request).await
-}
-
-/// The error of a body that did not arrive in time.
-#[derive(Debug, thiserror::Error)]
-#[error("the body did not arrive in time")]
-pub struct BodyTimeout;
-
-/// A request body that fails with [`BodyTimeout`] once its deadline passes.
-struct TimedBody {
-    inner: Body,
-    deadline: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl http_body::Body for TimedBody {
-    type Data = Bytes;
-    type Error = axum::BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        context: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(context) {
-            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    let connection = connections.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "connection ended with an error");
         }
-        match this.deadline.as_mut().poll(context) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimeout.into()))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Whether `error`, or any error it wraps, is a [`BodyTimeout`].
-pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |error| error.source())
-        .any(|error| error.is::<BodyTimeout>())
+    });
 }

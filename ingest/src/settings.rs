@@ -32,9 +32,10 @@ pub struct IngestSettings {
     /// requests a credential may send at once before the per-second rate applies.
     pub rate_limit_burst: u32,
     /// `REQUEST_HEADER_TIMEOUT_MS` (default 10000): a connection that has not sent a whole
-    /// request head this long after it started waiting for one is closed (slowloris); hyper
-    /// starts waiting as soon as the previous answer is sent, so an idle keep-alive connection
-    /// is closed after this long too.
+    /// request head this long after ingest started waiting for one is answered 408 and closed
+    /// (slowloris), or closed silently if it sent nothing of a head. Waiting starts again as
+    /// soon as the previous answer is ready, so an idle keep-alive connection is closed after
+    /// this long too.
     pub header_timeout: Duration,
     /// `REQUEST_BODY_TIMEOUT_MS` (default 30000): a body not all arrived this long after its
     /// request head is refused with 408.
@@ -42,11 +43,22 @@ pub struct IngestSettings {
     /// `MAX_CONCURRENT_REQUESTS` (default 512): provider requests one process serves at once;
     /// beyond, 503 with `Retry-After` at once. Health, metrics and OpenAPI are not counted.
     pub max_concurrent_requests: usize,
+    /// `MAX_BODY_BYTES_IN_FLIGHT` (default 128 MiB): request body bytes one process holds at
+    /// once, counted as they arrive and released when their request is answered; a request whose
+    /// body would go past it is answered 503 with `Retry-After` (at once when its
+    /// `Content-Length` is already too much). At least the largest body limit.
+    pub max_body_bytes_in_flight: usize,
+    /// `SHUTDOWN_GRACE_MS` (default 3000): after SIGTERM, how long ingest keeps serving with
+    /// `/readyz` at 503, so a load balancer stops sending before the listener closes.
+    pub shutdown_grace: Duration,
+    /// `SHUTDOWN_TIMEOUT_MS` (default 10000): after the grace, how long the requests in flight
+    /// may take to finish (their confirms included) before ingest exits anyway.
+    pub shutdown_timeout: Duration,
 }
 
 impl IngestSettings {
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        Ok(IngestSettings {
+        IngestSettings {
             addr: env.addr("INGEST_ADDR", "0.0.0.0:8080")?,
             reuse_port: env.parse("INGEST_REUSE_PORT", false)?,
             broker: BrokerSettings::from_env(env)?,
@@ -61,13 +73,40 @@ impl IngestSettings {
             header_timeout: env.millis("REQUEST_HEADER_TIMEOUT_MS", 10_000)?,
             body_timeout: env.millis("REQUEST_BODY_TIMEOUT_MS", 30_000)?,
             max_concurrent_requests: env.parse("MAX_CONCURRENT_REQUESTS", 512)?,
-        })
+            max_body_bytes_in_flight: env.parse("MAX_BODY_BYTES_IN_FLIGHT", 128 * 1024 * 1024)?,
+            shutdown_grace: env.millis("SHUTDOWN_GRACE_MS", 3_000)?,
+            shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,
+        }
+        .checked()
     }
 
-    /// The defaults, with the given broker and Omi keys: for tests, benchmarks and local runs.
+    /// The largest body any route accepts (`/webhook`'s, see [`webhook_body_limit`]).
+    pub fn largest_body_limit(&self) -> usize {
+        webhook_body_limit(self.json_body_limit, self.audio_body_limit)
+    }
+
+    /// Refuses a body budget smaller than the largest body, which could never be accepted.
+    fn checked(self) -> Result<Self, ConfigError> {
+        if self.max_body_bytes_in_flight < self.largest_body_limit() {
+            return Err(ConfigError {
+                name: "MAX_BODY_BYTES_IN_FLIGHT",
+                problem: format!(
+                    "{} is less than the largest body a route accepts ({} bytes: the larger of \
+                     JSON_BODY_LIMIT_BYTES and twice AUDIO_BODY_LIMIT_BYTES)",
+                    self.max_body_bytes_in_flight,
+                    self.largest_body_limit()
+                ),
+            });
+        }
+        Ok(self)
+    }
+
+    /// The defaults, with the given broker and Omi keys and no shutdown grace (no load
+    /// balancer waits on it): for tests, benchmarks and local runs.
     pub fn local(broker: BrokerSettings, omi_keys: &[&str]) -> Self {
         let mut settings = Self::from_env(&Env::new(|_| None)).expect("defaults are valid");
         settings.broker = broker;
+        settings.shutdown_grace = Duration::ZERO;
         settings.omi_keys = strings(omi_keys);
         settings
     }
@@ -78,6 +117,11 @@ impl IngestSettings {
         self.reflector_secrets = strings(reflector);
         self
     }
+}
+
+/// `/webhook`'s body limit: JSON, or hex audio at two characters a byte.
+pub fn webhook_body_limit(json_body_limit: usize, audio_body_limit: usize) -> usize {
+    json_body_limit.max(2 * audio_body_limit)
 }
 
 fn strings(items: &[&str]) -> Vec<String> {
@@ -110,6 +154,23 @@ mod tests {
         assert_eq!((set.rate_limit_per_s, set.rate_limit_burst), (0.5, 3));
         let error = settings(&[("RATE_LIMIT_BURST", "-1")]).unwrap_err();
         assert!(error.to_string().contains("RATE_LIMIT_BURST"), "{error}");
+    }
+
+    #[test]
+    fn a_body_budget_below_the_largest_body_is_refused() {
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.max_body_bytes_in_flight, 128 * 1024 * 1024);
+        let error = settings(&[("MAX_BODY_BYTES_IN_FLIGHT", "1000000")]).unwrap_err();
+        assert!(error.to_string().contains("16777216"), "{error}");
+        let small = [
+            ("MAX_BODY_BYTES_IN_FLIGHT", "1000000"),
+            ("AUDIO_BODY_LIMIT_BYTES", "100000"),
+            ("JSON_BODY_LIMIT_BYTES", "1000000"),
+        ];
+        assert_eq!(
+            settings(&small).unwrap().max_body_bytes_in_flight,
+            1_000_000
+        );
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Ingest against slow and too many clients, with raw TCP clients on 127.0.0.1: a trickled
-//! body is cut off with 408, a trickled request head is disconnected, requests beyond
-//! `MAX_CONCURRENT_REQUESTS` are 503 at once, an idle keep-alive connection is closed after the
-//! header timeout, a request without credentials is 401 before its
-//! body arrives, and meanwhile a healthy sender is still answered.
+//! body is cut off with 408, a trickled request head is answered 408 before it is closed,
+//! requests beyond `MAX_CONCURRENT_REQUESTS` are 503 at once, connections beyond it that never
+//! speak cost no permit and are closed after the header timeout, as is an idle keep-alive
+//! connection, a request without credentials is 401 before its body arrives, and meanwhile a
+//! healthy sender is still answered. (The body byte budget has a test binary of its own,
+//! `body_budget.rs`, because it reads a process-wide gauge.)
 
 mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{OMI_KEY, TestIngest, omi_query};
+use harness::{OMI_KEY, TestIngest, omi_query, transcript_head};
 use shared::testkit::fixture;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,14 +45,6 @@ async fn trickling(
         }
     });
     (reader, writer)
-}
-
-/// The head of a transcript request announcing a body of `length` bytes.
-fn transcript_head(query: &str, length: usize) -> String {
-    format!(
-        "POST /v1/omi/transcript?{query} HTTP/1.1\r\nHost: ingest\r\n\
-         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
-    )
 }
 
 /// Everything the server sends until it closes the connection (or `within` passes: a panic).
@@ -102,7 +96,7 @@ async fn a_trickled_body_is_cut_off_with_408_while_a_healthy_sender_is_answered(
 }
 
 #[tokio::test]
-async fn a_trickled_request_head_is_disconnected_while_a_healthy_sender_is_answered() {
+async fn a_trickled_request_head_is_answered_408_while_a_healthy_sender_is_answered() {
     let ingest = start(1_500, 30_000, 64).await;
     let started = Instant::now();
     let head = format!("POST /v1/omi/transcript?key={OMI_KEY}&uid=slow HTTP/1.1\r\nX-Pad: ");
@@ -112,10 +106,56 @@ async fn a_trickled_request_head_is_disconnected_while_a_healthy_sender_is_answe
     let answer = answer(&mut reader, Duration::from_secs(10)).await;
     writer.abort();
     assert!(
-        answer.is_empty() || answer.starts_with("HTTP/1.1 4"),
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
         "{answer}"
     );
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let error: serde_json::Value = serde_json::from_str(body).expect("a JSON error body");
+    assert_eq!(error["error"], "request_timeout", "{answer}");
     assert!(started.elapsed() >= Duration::from_millis(1_400));
+    assert_eq!(healthy_transcript(&ingest).await, 202);
+}
+
+/// A request line cut short (no header at all yet) is late as well.
+#[tokio::test]
+async fn a_partial_request_line_is_answered_408() {
+    let ingest = start(1_000, 30_000, 64).await;
+    let mut stream = TcpStream::connect(ingest.service.addr).await.unwrap();
+    stream.write_all(b"POST /v1/omi/tra").await.unwrap();
+    let (mut reader, _writer) = stream.into_split();
+    let answer = answer(&mut reader, PROMPTLY).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+}
+
+/// More connections than `MAX_CONCURRENT_REQUESTS` that never send a byte hold no request
+/// permit, so a healthy sender is answered meanwhile; each is closed after the header timeout,
+/// silently (nothing was asked, so nothing is answered).
+#[tokio::test]
+async fn silent_connections_beyond_the_bound_are_closed_by_the_header_timeout() {
+    let ingest = start(1_500, 30_000, 4).await;
+    let mut silent = Vec::new();
+    for _ in 0..64 {
+        silent.push(TcpStream::connect(ingest.service.addr).await.unwrap());
+    }
+    let opened = Instant::now();
+    for _ in 0..3 {
+        assert_eq!(healthy_transcript(&ingest).await, 202);
+    }
+    for stream in silent {
+        let (mut reader, _writer) = stream.into_split();
+        let answer = answer(&mut reader, Duration::from_secs(10)).await;
+        assert_eq!(
+            answer, "",
+            "a silent connection is closed without an answer"
+        );
+    }
+    let closed_after = opened.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(1_400) && closed_after < Duration::from_secs(8),
+        "{closed_after:?}"
+    );
     assert_eq!(healthy_transcript(&ingest).await, 202);
 }
 

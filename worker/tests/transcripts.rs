@@ -215,7 +215,11 @@ async fn a_backlog_stored_in_batches_keeps_every_rule_of_one_by_one() {
 async fn a_worker_killed_before_its_commit_loses_nothing() {
     let mut pipeline = TestPipeline::start_with_workers(0).await;
     let database = TcpProxy::start("127.0.0.1:5432").await;
-    let mut doomed = spawn_worker_process(&pipeline, &database).await;
+    let database_url = format!(
+        "postgres://postgres@{}/{}",
+        database.addr, pipeline.database.name
+    );
+    let mut doomed = pipeline.spawn_worker_binary(&database_url, &[]).await;
 
     database.set_mode(ProxyMode::Stalled);
     pipeline
@@ -231,33 +235,4 @@ async fn a_worker_killed_before_its_commit_loses_nothing() {
     pipeline.add_worker().await;
     pipeline.wait_for_count(SEGMENTS, 2).await;
     assert_eq!(pipeline.count(EVENTS).await, 1);
-}
-
-/// Runs the real `worker` binary with its database reached through `database`.
-async fn spawn_worker_process(
-    pipeline: &TestPipeline,
-    database: &TcpProxy,
-) -> tokio::process::Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!(
-        "postgres://postgres@{}/{}",
-        database.addr, pipeline.database.name
-    );
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env("DATABASE_URL", url)
-        .env("AMQP_URL", &pipeline.broker.settings.url)
-        .env("QUEUE_PREFIX", &pipeline.broker.settings.prefix)
-        .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_LEVEL", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the worker binary");
-    pipeline
-        .wait_ready(&format!("http://127.0.0.1:{port}/readyz"))
-        .await;
-    child
 }

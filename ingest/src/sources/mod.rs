@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::IngestError;
+use crate::guards::BodyRefused;
 use crate::routes::AppState;
 
 /// Secrets accepted for one source, compared in constant time.
@@ -104,8 +105,9 @@ impl<S: Send + Sync> FromRequestParts<S> for LenientQuery {
     }
 }
 
-/// Reads the whole body, refusing it with 413 as soon as it grows past `limit`, and with 408
-/// when it does not arrive in time ([`crate::server::time_body`]).
+/// Reads the whole body, refusing it with 413 as soon as it grows past `limit`, with 408 when it
+/// does not arrive in time and 503 when it does not fit the bytes in flight
+/// ([`crate::guards::guard_body`]).
 pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
     let limited = http_body_util::Limited::new(body, limit);
     match http_body_util::BodyExt::collect(limited).await {
@@ -113,10 +115,13 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
         Err(error) if error.is::<http_body_util::LengthLimitError>() => {
             Err(IngestError::TooLarge { limit })
         }
-        Err(error) if crate::server::is_body_timeout(&*error) => Err(IngestError::BodyTimeout),
-        Err(error) => Err(IngestError::InvalidRequest(format!(
-            "cannot read the body: {error}"
-        ))),
+        Err(error) => match crate::guards::body_refusal(&*error) {
+            Some(BodyRefused::Late) => Err(IngestError::BodyTimeout),
+            Some(BodyRefused::OverBudget) => Err(IngestError::BodiesInFlight),
+            None => Err(IngestError::InvalidRequest(format!(
+                "cannot read the body: {error}"
+            ))),
+        },
     }
 }
 

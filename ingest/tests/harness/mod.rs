@@ -201,6 +201,15 @@ pub fn omi_query(uid: &str) -> String {
     format!("key={OMI_KEY}&uid={uid}")
 }
 
+/// The head of a transcript request with `query`, announcing a body of `length` bytes: for raw
+/// TCP clients that send their bodies slowly, or not at all.
+pub fn transcript_head(query: &str, length: usize) -> String {
+    format!(
+        "POST /v1/omi/transcript?{query} HTTP/1.1\r\nHost: ingest\r\n\
+         Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
 /// Reads an error answer and checks its shape: `{"error": <code>, "message": <text>}`.
 pub async fn error_of(response: reqwest::Response) -> (u16, String, String) {
     let status = response.status().as_u16();

@@ -250,6 +250,47 @@ pub async fn database_behind_proxy() -> (TestDatabase, TcpProxy, String) {
     (database, proxy, url)
 }
 
+/// Runs the real `worker` binary on `broker`'s queue prefix with Postgres at `database_url`
+/// and `env` added, and waits until it is ready.
+pub async fn spawn_worker_binary(
+    broker: &shared::config::BrokerSettings,
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> tokio::process::Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        .env("DATABASE_URL", database_url)
+        .env("AMQP_URL", &broker.url)
+        .env("QUEUE_PREFIX", &broker.prefix)
+        .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
+        .env("LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary");
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    eventually(15, &readyz, || async {
+        let response = reqwest::get(&readyz).await.ok()?;
+        response.status().is_success().then_some(())
+    })
+    .await;
+    child
+}
+
+/// Sends SIGTERM to `child`, as an orchestrator stopping it does.
+pub fn terminate(child: &tokio::process::Child) {
+    let pid = child.id().expect("the process runs").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(sent.success(), "kill -TERM {pid}: {sent}");
+}
+
 /// How the receiver answers one request.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -619,6 +660,17 @@ impl TestPipeline {
             .fetch_one(&self.pool)
             .await
             .expect(sql)
+    }
+
+    /// Runs the real `worker` binary on this pipeline's queue prefix with Postgres at
+    /// `database_url` (this pipeline's database, or a proxy in front of it) and `env` added,
+    /// and waits until it is ready.
+    pub async fn spawn_worker_binary(
+        &self,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        spawn_worker_binary(&self.broker.settings, database_url, env).await
     }
 
     /// Waits until `sql` counts `expected`, then returns.

@@ -20,6 +20,7 @@ use super::audio::{audio_inbound, check_pcm, parse_sample_rate};
 use super::transcript::validate_segments;
 use crate::error::IngestError;
 use crate::routes::AppState;
+use crate::settings::webhook_body_limit;
 use crate::sources::{Inbound, accept, check_id, from_value, invalid_field, parse_json, read_body};
 
 /// Audio in the envelope is this rate unless the query says otherwise (Omi's default).
@@ -51,7 +52,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
-    let limit = state.json_body_limit.max(2 * state.audio_body_limit);
+    let limit = webhook_body_limit(state.json_body_limit, state.audio_body_limit);
     let raw = read_body(body, limit).await?;
     let sample_rate = match caller.query.get("sample_rate") {
         Some(rate) => parse_sample_rate(rate)?,
