@@ -68,19 +68,10 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
     let worker = stack.start_worker(isolation).await?;
     let ingest = stack.start(Server::Ingest, isolation).await?;
     let pool = stack.database(isolation).await?;
-    let stored = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inbound_events")
-            .fetch_one(&pool)
-            .await
-    };
+    let stored = || storage_floor::stored_events(&pool);
 
     // Saturation: count the rows committed over the same window the load is measured in.
-    let saturate = Load {
-        connections: CONNECTIONS,
-        warm_up: plan.warm_up,
-        measure: plan.end_to_end_measure,
-        pace: Pace::Closed,
-    };
+    let saturate = saturation(plan, plan.end_to_end_measure);
     let requests = Body::Transcript.requests(&format!("{}-full", isolation.prefix));
     let load = tokio::spawn(load::run(ingest.addr, saturate, requests, None));
     tokio::time::sleep(saturate.warm_up).await;
@@ -139,6 +130,17 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
     ingest.stop().await;
     worker.stop().await;
     Ok(measured)
+}
+
+/// The saturating load both this benchmark and the scale-out one put on ingest: every
+/// connection closed-loop, after the plan's warm-up, measured for `measure`.
+pub fn saturation(plan: &Plan, measure: Duration) -> Load {
+    Load {
+        connections: CONNECTIONS,
+        warm_up: plan.warm_up,
+        measure,
+        pace: Pace::Closed,
+    }
 }
 
 /// Receives (idempotency key, time of 202) for each accepted request and polls for its row;

@@ -14,12 +14,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::Plan;
-use crate::ingest::CONNECTIONS;
-use crate::load::{self, Load, Pace};
+use crate::end_to_end;
+use crate::load;
 use crate::process::{Service, cpu_seconds_of_command, free_addr};
 use crate::report::{median_of, median_ratio};
 use crate::requests::Body;
 use crate::stack::{Isolation, Stack};
+use crate::storage_floor;
 
 const SATURATE: Duration = Duration::from_secs(15);
 const DRAIN: Duration = Duration::from_secs(10);
@@ -168,18 +169,9 @@ async fn fleet_in(
         );
     }
     let pool = stack.database(isolation).await?;
-    let stored = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM inbound_events")
-            .fetch_one(&pool)
-            .await
-    };
+    let stored = || storage_floor::stored_events(&pool);
 
-    let saturate = Load {
-        connections: CONNECTIONS,
-        warm_up: plan.warm_up,
-        measure: SATURATE,
-        pace: Pace::Closed,
-    };
+    let saturate = end_to_end::saturation(plan, SATURATE);
     let requests = Body::Transcript.requests(&isolation.prefix);
     let load = tokio::spawn(load::run(shared_port, saturate, requests, None));
     tokio::time::sleep(saturate.warm_up).await;

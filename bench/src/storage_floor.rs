@@ -100,15 +100,15 @@ async fn measure_in(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow
         .map(|writer| tokio::spawn(write_until(pool.clone(), writer as i64, until)))
         .collect();
     tokio::time::sleep(plan.warm_up).await;
-    let (events_before, wal_before) = (events(&pool).await?, wal_lsn(&pool).await?);
+    let (events_before, wal_before) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
     let started = Instant::now();
     tokio::time::sleep(plan.measure).await;
-    let (events_after, wal_after) = (events(&pool).await?, wal_lsn(&pool).await?);
+    let (events_after, wal_after) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
     let elapsed = started.elapsed();
     for writer in writers {
         writer.await??;
     }
-    let stored = events(&pool).await? as f64;
+    let stored = stored_events(&pool).await? as f64;
     let written = (events_after - events_before) as f64;
     let floor = Floor {
         events_per_s: written / elapsed.as_secs_f64(),
@@ -134,7 +134,8 @@ async fn write_until(pool: PgPool, writer: i64, until: Instant) -> anyhow::Resul
     Ok(())
 }
 
-async fn events(pool: &PgPool) -> anyhow::Result<i64> {
+/// Events stored in the database: `inbound_events` rows, whoever wrote them.
+pub async fn stored_events(pool: &PgPool) -> anyhow::Result<i64> {
     // Counting is cheap beside the writes: a few hundred thousand rows at most.
     Ok(sqlx::query_scalar("SELECT count(*) FROM inbound_events")
         .fetch_one(pool)
