@@ -5,10 +5,10 @@
 //! queue gives batches of one, so nothing waits for a batch to fill. `WORKER_CONCURRENCY`
 //! batches are in flight at once, and the prefetch holds as many messages again, so that under
 //! load the next batch is whole when a slot frees (with a prefetch of exactly what the batches
-//! hold, a freed slot found only the few messages the broker had sent back so far). A failure that passes by itself (Postgres
-//! down) is retried in place, holding the messages, and never counts against the event. Any
-//! other failure takes the batch apart and stores its events one at a time, so one bad event
-//! cannot hold the others back; the bad one's failure is counted in `processing_failures`, and
+//! hold, a freed slot found only the few messages the broker had sent back so far). A failure
+//! that passes by itself (Postgres down) is retried in place, holding the messages, and never
+//! counts against the event. Any other failure takes the batch apart and stores its events one
+//! at a time, so one bad event cannot hold the others back; the bad one's failure is counted in `processing_failures`, and
 //! it is nacked back to the queue until that count reaches `DELIVERY_LIMIT`, then rejected,
 //! which dead-letters it through `<prefix>.dead`. If the worker dies, every unacknowledged
 //! message is redelivered to another consumer, and that costs the event nothing.
@@ -90,11 +90,10 @@ async fn consume(
     let sampled = gauges::queues(connection.create_channel().await?, topology.clone());
     gauges::broker_connected(context, true);
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
-    let settings = &context.settings;
     let events = consumer
         .take_until(stopped(stopping.clone()))
-        .ready_chunks(settings.batch)
-        .for_each_concurrent(settings.batches_in_flight, |deliveries| {
+        .ready_chunks(context.settings.batch)
+        .for_each_concurrent(context.settings.batches_in_flight, |deliveries| {
             take_and_process(context, deliveries)
         });
     let dead_letters =
