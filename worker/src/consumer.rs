@@ -8,10 +8,11 @@
 //! hold, a freed slot found only the few messages the broker had sent back so far). A failure
 //! that passes by itself (Postgres down) is retried in place, holding the messages, and never
 //! counts against the event. Any other failure takes the batch apart and stores its events one
-//! at a time, so one bad event cannot hold the others back; the bad one's failure is counted in `processing_failures`, and
-//! it is nacked back to the queue until that count reaches `DELIVERY_LIMIT`, then rejected,
-//! which dead-letters it through `<prefix>.dead`. If the worker dies, every unacknowledged
-//! message is redelivered to another consumer, and that costs the event nothing.
+//! at a time, so one bad event cannot hold the others back; the bad one's failure is counted in
+//! `processing_failures`, and it is nacked back to the queue until that count reaches
+//! `DELIVERY_LIMIT`, then rejected, which dead-letters it through `<prefix>.dead`. If the worker
+//! dies, every unacknowledged message is redelivered to another consumer, and that costs the
+//! event nothing.
 //!
 //! On shutdown the consumer stops taking messages and stops retrying: what is being stored
 //! finishes, what Postgres cannot take is nacked back to the queue, and whatever is still held
