@@ -145,18 +145,19 @@ async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
     }
     if wants("scale-out") {
         out.push_str(
-            "\n## Scale-out: two ingest processes on one port and two workers, beside one of each\n\n\
+            "## Scale-out: two ingest processes on one port and two workers, beside one of each\n\n\
              Transcripts, saturated for 15 s at 64 connections, then the workers alone on the \
-             backlog for 10 s. Both fleets share this machine's two cores with PostgreSQL, \
-             RabbitMQ and the load generator, so the ratio shows what a second process costs or \
-             gains on the same cores; the CPU per event is what carries over to a fleet.\n\n",
+             backlog until it is empty (at most 10 s). Both fleets share this machine's two \
+             cores with PostgreSQL, RabbitMQ and the load generator, so the ratio shows what a \
+             second process costs or gains on the same cores; the CPU per event is what carries \
+             over to a fleet.\n\n",
         );
         let runs = scale_out::measure(&stack, &plan).await?;
         out.push_str(&scale_out::table(&runs));
     }
     if wants("slow-clients") {
         out.push_str(&format!(
-            "## Ingest beside slow clients\n\n\
+            "\n## Ingest beside slow clients\n\n\
              The 64-connection transcript load, each case on a fresh ingest with the default \
              limits, beside {} slow connections that reconnect when cut off.\n\n",
             slow_clients::SLOW_CLIENTS

@@ -2,10 +2,10 @@
 //! one worker, then, in the same run, with two ingest processes sharing one port
 //! (`INGEST_REUSE_PORT`, the kernel spreads the connections) and two workers on one Postgres.
 //! Each fleet is saturated for [`SATURATE`] (64 connections, closed loop), then its workers
-//! drain the backlog alone for [`DRAIN`]. Over both windows the CPU time of every process of
-//! the fleet, of PostgreSQL's processes and of RabbitMQ's is read, so that the cost of one
-//! event in each is known; from those, [`Capacity`] says what a load of [`TARGET_PER_S`]
-//! events/s needs. On this 2-core machine the two fleets share the same cores, so the ratio
+//! drain the backlog alone until the queue is empty or [`DRAIN`] has passed. Over both windows
+//! the CPU time of every process of the fleet, of PostgreSQL's processes and of RabbitMQ's is
+//! read, so that the cost of one event in each is known; from those, [`Capacity`] says what a
+//! load of [`TARGET_PER_S`] events/s needs. On this 2-core machine the two fleets share the same cores, so the ratio
 //! of their rates shows what a second process costs or gains here, not what it gains on
 //! machines of its own; the per-event costs are what carry over.
 
@@ -24,6 +24,8 @@ use crate::storage_floor;
 
 const SATURATE: Duration = Duration::from_secs(15);
 const DRAIN: Duration = Duration::from_secs(10);
+/// How often the drain looks at the queue's depth.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
 /// The load the capacity estimate is for.
 pub const TARGET_PER_S: f64 = 50_000.0;
 /// How busy the estimate lets each core be: headroom for bursts and for a replica lost.
@@ -193,7 +195,7 @@ async fn fleet_in(
         Cpu::read(&ingest, &workers),
         Instant::now(),
     );
-    tokio::time::sleep(DRAIN).await;
+    until_drained(stack, isolation).await?;
     let (drain_after, drain_cpu_after, drained_for) = (
         stored().await?,
         Cpu::read(&ingest, &workers),
@@ -218,6 +220,16 @@ async fn fleet_in(
         service.stop().await;
     }
     Ok(fleet)
+}
+
+/// Waits until the events queue has no ready message left, or [`DRAIN`] has passed: a fleet
+/// that empties its backlog early is timed over the seconds it was busy, not the whole window.
+async fn until_drained(stack: &Stack, isolation: &Isolation) -> anyhow::Result<()> {
+    let deadline = Instant::now() + DRAIN;
+    while Instant::now() < deadline && stack.queue_depth(isolation).await? > 0 {
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
+    Ok(())
 }
 
 /// One figure of a fleet, as the table reads it.
