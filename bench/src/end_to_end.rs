@@ -20,6 +20,7 @@ use crate::ingest::CONNECTIONS;
 use crate::load::{self, Load, Pace, quantile_ms};
 use crate::report::{median_of, median_ratio, peak_mib};
 use crate::requests::{Body, stored_key};
+use crate::scale_out::Cpu;
 use crate::stack::{Isolation, Server, Stack};
 use crate::storage_floor::{self, Floor};
 
@@ -38,6 +39,11 @@ pub struct Run {
     pub draining_per_s: f64,
     /// WAL the cluster wrote per event while the worker drained alone.
     pub wal_bytes_per_event: f64,
+    /// CPU microseconds per event while the worker drained alone: the worker's, PostgreSQL's
+    /// and RabbitMQ's (delivery and ack).
+    pub worker_us_per_event: f64,
+    pub postgres_us_per_event: f64,
+    pub rabbitmq_us_per_event: f64,
     /// The transcript tables' bytes (indexes and TOAST included) per stored event.
     pub table_bytes_per_event: f64,
     /// The storage floor measured in the same run.
@@ -83,14 +89,18 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
     let backlog_at_end = stack.queue_depth(isolation).await?;
 
     // The worker alone on the backlog (ingest idle), then the rest of the backlog purged.
+    let cpu = || Cpu::read(std::slice::from_ref(&ingest), std::slice::from_ref(&worker));
     let wal_before = storage_floor::wal_lsn(&pool).await?;
-    let (before, drain_start) = (stored().await?, Instant::now());
+    let (before, cpu_before, drain_start) = (stored().await?, cpu(), Instant::now());
     tokio::time::sleep(DRAIN_MEASURE).await;
-    let (after, drain_end) = (stored().await?, Instant::now());
+    let (after, cpu_after, drain_end) = (stored().await?, cpu(), Instant::now());
     let wal_after = storage_floor::wal_lsn(&pool).await?;
-    let draining_per_s = (after - before) as f64 / (drain_end - drain_start).as_secs_f64();
+    let drained = (after - before) as f64;
+    let draining_per_s = drained / (drain_end - drain_start).as_secs_f64();
     let wal_bytes_per_event =
-        storage_floor::wal_bytes(&pool, &wal_before, &wal_after).await? / (after - before) as f64;
+        storage_floor::wal_bytes(&pool, &wal_before, &wal_after).await? / drained;
+    let drain_cpu = cpu_after.since(cpu_before);
+    let us_per_event = |seconds: f64| seconds * 1e6 / drained.max(1.0);
     stack.purge(isolation).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -117,6 +127,9 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
         backlog_at_end,
         draining_per_s,
         wal_bytes_per_event,
+        worker_us_per_event: us_per_event(drain_cpu.worker),
+        postgres_us_per_event: us_per_event(drain_cpu.postgres),
+        rabbitmq_us_per_event: us_per_event(drain_cpu.rabbitmq),
         table_bytes_per_event,
         floor: Floor::default(),
         half_rate,
@@ -214,6 +227,8 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
          | storage floor: the same rows by plain SQL, 16 events a transaction, 4 connections | {:.0} events/s |\n\
          | worker alone / storage floor (within each run; target at least 0.8) | **{:.2}** |\n\
          | WAL per event, worker alone / floor | {:.0} / {:.0} bytes |\n\
+         | CPU per event, worker alone: worker / PostgreSQL / RabbitMQ | {:.0} / {:.0} / {:.0} us |\n\
+         | CPU per event, floor: PostgreSQL | {:.0} us |\n\
          | table bytes per event (with indexes and TOAST), worker / floor | {:.0} / {:.0} bytes |\n\
          | half rate, on a fixed schedule | {:.0} events/s |\n\
          | 202 to committed row, p50 | {:.1} ms |\n\
@@ -230,6 +245,10 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
         median_ratio(runs, |run| run.draining_per_s, |run| run.floor.events_per_s),
         median_of(runs, |run| run.wal_bytes_per_event),
         median_of(runs, |run| run.floor.wal_bytes_per_event),
+        median_of(runs, |run| run.worker_us_per_event),
+        median_of(runs, |run| run.postgres_us_per_event),
+        median_of(runs, |run| run.rabbitmq_us_per_event),
+        median_of(runs, |run| run.floor.postgres_us_per_event),
         median_of(runs, |run| run.table_bytes_per_event),
         median_of(runs, |run| run.floor.table_bytes_per_event),
         median_of(runs, |run| run.half_rate),

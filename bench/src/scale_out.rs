@@ -33,15 +33,15 @@ const UTILISATION: f64 = 0.7;
 
 /// CPU seconds used over a window, by role.
 #[derive(Debug, Default, Clone, Copy)]
-struct Cpu {
-    ingest: f64,
-    worker: f64,
-    postgres: f64,
-    rabbitmq: f64,
+pub struct Cpu {
+    pub ingest: f64,
+    pub worker: f64,
+    pub postgres: f64,
+    pub rabbitmq: f64,
 }
 
 impl Cpu {
-    fn read(ingest: &[Service], workers: &[Service]) -> Self {
+    pub fn read(ingest: &[Service], workers: &[Service]) -> Self {
         let sum = |services: &[Service]| services.iter().filter_map(Service::cpu_seconds).sum();
         Cpu {
             ingest: sum(ingest),
@@ -51,7 +51,7 @@ impl Cpu {
         }
     }
 
-    fn since(self, before: Cpu) -> Cpu {
+    pub fn since(self, before: Cpu) -> Cpu {
         Cpu {
             ingest: self.ingest - before.ingest,
             worker: self.worker - before.worker,

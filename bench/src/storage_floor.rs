@@ -7,7 +7,8 @@
 //! one outbox row per segment. The rows are made in the server (`generate_series`), so the
 //! client does no work but to send the statement and wait; [`CONNECTIONS`] clients run at once,
 //! as many as the worker's batches in flight. Besides events per second it reports WAL and
-//! table bytes per event, the same figures the end-to-end phase reports for the worker.
+//! table bytes and PostgreSQL's CPU per event, the same figures the end-to-end phase reports for
+//! the worker.
 
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::Plan;
+use crate::process::cpu_seconds_of_command;
 use crate::stack::{Isolation, Stack};
 
 /// The worker's batch (`WORKER_BATCH`): events per transaction.
@@ -78,6 +80,8 @@ pub struct Floor {
     pub events_per_s: f64,
     pub wal_bytes_per_event: f64,
     pub table_bytes_per_event: f64,
+    /// PostgreSQL's CPU microseconds per event.
+    pub postgres_us_per_event: f64,
 }
 
 /// Runs the floor for `plan.measure` after `plan.warm_up`, in a database of its own.
@@ -101,8 +105,9 @@ async fn measure_in(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow
         .collect();
     tokio::time::sleep(plan.warm_up).await;
     let (events_before, wal_before) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
-    let started = Instant::now();
+    let (cpu_before, started) = (cpu_seconds_of_command("postgres"), Instant::now());
     tokio::time::sleep(plan.measure).await;
+    let cpu = cpu_seconds_of_command("postgres") - cpu_before;
     let (events_after, wal_after) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
     let elapsed = started.elapsed();
     for writer in writers {
@@ -114,6 +119,7 @@ async fn measure_in(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow
         events_per_s: written / elapsed.as_secs_f64(),
         wal_bytes_per_event: wal_bytes(&pool, &wal_before, &wal_after).await? / written,
         table_bytes_per_event: table_bytes(&pool).await? / stored,
+        postgres_us_per_event: cpu * 1e6 / written.max(1.0),
     };
     pool.close().await;
     Ok(floor)

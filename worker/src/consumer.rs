@@ -22,6 +22,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
 use lapin::Acker;
 use lapin::message::Delivery;
@@ -307,8 +308,13 @@ async fn settle(
     if outcomes.contains(&Outcome::Stored) {
         context.outbound.wake.notify_one();
     }
-    for (envelope, acker) in envelopes.iter().zip(ackers) {
-        if let Err(error) = acker.ack(BasicAckOptions::default()).await {
+    // All at once: the acks go out together instead of each waiting for the one before it
+    // to pass through the connection's I/O loop.
+    let acks = ackers
+        .iter()
+        .map(|acker| acker.ack(BasicAckOptions::default()));
+    for (envelope, acked) in envelopes.iter().zip(join_all(acks).await) {
+        if let Err(error) = acked {
             tracing::warn!(%error, event_id = %envelope.event_id, "ack failed; the redelivery will be a duplicate");
         }
     }
