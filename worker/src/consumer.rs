@@ -231,8 +231,7 @@ async fn return_all(ackers: &[Acker], error: &HandlerError) {
 async fn fail(context: &WorkerContext, envelope: &Envelope, acker: Acker, error: &HandlerError) {
     metrics::counter!("worker_events_failed_total", "kind" => envelope.kind.as_str()).increment(1);
     let limit = context.settings.broker.delivery_limit;
-    let failures =
-        dead_letters::record_failure(&context.pool, envelope, &error.to_string()).await;
+    let failures = dead_letters::record_failure(&context.pool, envelope, &error.to_string()).await;
     let (event_id, kind) = (envelope.event_id, envelope.kind.as_str());
     match failures {
         Some(failures) if failures >= limit => {

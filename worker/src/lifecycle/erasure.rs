@@ -46,7 +46,8 @@ pub struct Job {
     pub last_error: Option<String>,
 }
 
-const JOB: &str = "SELECT id, uid, status, requested_at, started_at, finished_at, counts, last_error
+const JOB: &str =
+    "SELECT id, uid, status, requested_at, started_at, finished_at, counts, last_error
      FROM erasures";
 
 /// Records an erasure of `uid`, or finds the one not yet done (a second request is the same
@@ -102,12 +103,21 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
     }
 }
 
-/// If a job is waiting and no other worker holds [`LOCK`], works through every job.
+/// If a job is waiting and no other session holds [`LOCK`], takes it and works through every
+/// job.
 async fn pass(context: &WorkerContext, stopping: &watch::Receiver<bool>) -> anyhow::Result<()> {
-    let waiting: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM erasures WHERE status <> 'done')")
-            .fetch_one(&context.pool)
-            .await?;
+    // Another worker holding the lock (a one-key advisory lock shows its high and low halves
+    // as classid and objid, objsubid 1) means nothing to do here: no connection is opened.
+    let waiting: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM erasures WHERE status <> 'done')
+             AND NOT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+                 AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid
+                 AND objsubid = 1 AND database = (SELECT oid FROM pg_database
+                                                  WHERE datname = current_database()))",
+    )
+    .bind(LOCK)
+    .fetch_one(&context.pool)
+    .await?;
     if !waiting {
         return Ok(());
     }
