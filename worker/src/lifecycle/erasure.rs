@@ -291,11 +291,8 @@ enum Step {
     OfSessions(&'static str),
     /// The uid's inbound events, with the rows that refer to them.
     InboundEvents,
-    /// A table with a `uid` column and its key: rows of the uid.
-    ByUid {
-        table: &'static str,
-        key: &'static str,
-    },
+    /// A table with a `uid` column (and an index leading with it): rows of the uid.
+    ByUid(&'static str),
     /// The outbox events with their deliveries and attempts.
     OutboxEvents,
 }
@@ -304,44 +301,17 @@ const STEPS: [Step; 14] = [
     Step::CancelDeliveries,
     Step::OfSessions("transcript_segments"),
     Step::OfSessions("transcript_speakers"),
-    Step::ByUid {
-        table: "transcript_sessions",
-        key: "id",
-    },
+    Step::ByUid("transcript_sessions"),
     Step::InboundEvents,
-    Step::ByUid {
-        table: "conversations",
-        key: "id",
-    },
-    Step::ByUid {
-        table: "sleep_inferences",
-        key: "session_id, seq_num",
-    },
-    Step::ByUid {
-        table: "sleep_reports",
-        key: "session_id",
-    },
-    Step::ByUid {
-        table: "reflector_transcripts",
-        key: "id",
-    },
+    Step::ByUid("conversations"),
+    Step::ByUid("sleep_inferences"),
+    Step::ByUid("sleep_reports"),
+    Step::ByUid("reflector_transcripts"),
     // After the chunks (with the inbound events): a fold in progress finishes first.
-    Step::ByUid {
-        table: "audio_windows",
-        key: "start_at",
-    },
-    Step::ByUid {
-        table: "audio_streams",
-        key: "uid",
-    },
-    Step::ByUid {
-        table: "processing_failures",
-        key: "event_id",
-    },
-    Step::ByUid {
-        table: "dead_letters",
-        key: "id",
-    },
+    Step::ByUid("audio_windows"),
+    Step::ByUid("audio_streams"),
+    Step::ByUid("processing_failures"),
+    Step::ByUid("dead_letters"),
     Step::OutboxEvents,
 ];
 
@@ -369,16 +339,25 @@ impl Step {
                 Ok(Batch::deleted(table, rows.rows_affected(), limit))
             }
             Step::InboundEvents => inbound_events(tx, uid, limit).await,
-            Step::ByUid { table, key } => {
+            Step::ByUid(table) => {
+                // By row address (a TID scan): `key IN (subquery)` was planned as a semi join
+                // that read every row of the uid for each batch. A row updated since the
+                // subquery read it is skipped (its address changed), so the step goes on
+                // until a batch deletes nothing, not until one is short.
                 let rows = sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE uid = $1 AND ({key}) IN (
-                         SELECT {key} FROM {table} WHERE uid = $1 LIMIT $2)"
+                    "DELETE FROM {table} WHERE ctid = ANY (ARRAY(
+                         SELECT ctid FROM {table} WHERE uid = $1 LIMIT $2))"
                 ))
                 .bind(uid)
                 .bind(limit)
                 .execute(&mut **tx)
-                .await?;
-                Ok(Batch::deleted(table, rows.rows_affected(), limit))
+                .await?
+                .rows_affected();
+                Ok(Batch {
+                    counts: vec![(table, rows)],
+                    more: rows > 0,
+                    ..Default::default()
+                })
             }
             Step::OutboxEvents => {
                 let erased = erase::erase_events(tx, uid, limit).await?;
