@@ -232,8 +232,7 @@ async fn return_all(ackers: &[Acker], error: &HandlerError) {
 async fn fail(context: &WorkerContext, envelope: &Envelope, acker: Acker, error: &HandlerError) {
     metrics::counter!("worker_events_failed_total", "kind" => envelope.kind.as_str()).increment(1);
     let limit = context.settings.broker.delivery_limit;
-    let failures =
-        dead_letters::record_failure(&context.pool, envelope.event_id, &error.to_string()).await;
+    let failures = dead_letters::record_failure(&context.pool, envelope, &error.to_string()).await;
     let (event_id, kind) = (envelope.event_id, envelope.kind.as_str());
     match failures {
         Some(failures) if failures >= limit => {
@@ -321,10 +320,7 @@ async fn settle(
 }
 
 fn record(context: &WorkerContext, envelope: &Envelope, outcome: Outcome, started: Instant) {
-    let outcome_name = match outcome {
-        Outcome::Stored => "stored",
-        Outcome::Duplicate => "duplicate",
-    };
+    let outcome_name = outcome.as_str();
     metrics::counter!("worker_events_total", "kind" => envelope.kind.as_str(), "outcome" => outcome_name)
         .increment(1);
     metrics::histogram!("worker_event_seconds").record(started.elapsed());

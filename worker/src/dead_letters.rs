@@ -27,15 +27,16 @@ use crate::WorkerContext;
 
 /// Counts one failure of the event's own processing and remembers why, so its dead letter can
 /// say so; returns its failures so far, or `None` if Postgres could not take the record.
-pub async fn record_failure(pool: &PgPool, event_id: Uuid, error: &str) -> Option<u32> {
+pub async fn record_failure(pool: &PgPool, envelope: &Envelope, error: &str) -> Option<u32> {
     let result: Result<i32, _> = sqlx::query_scalar(
-        "INSERT INTO processing_failures (event_id, last_error) VALUES ($1, $2)
+        "INSERT INTO processing_failures (event_id, last_error, uid) VALUES ($1, $2, $3)
          ON CONFLICT (event_id) DO UPDATE SET attempts = processing_failures.attempts + 1,
-             last_error = EXCLUDED.last_error, updated_at = now()
+             last_error = EXCLUDED.last_error, uid = EXCLUDED.uid, updated_at = now()
          RETURNING attempts",
     )
-    .bind(event_id)
+    .bind(envelope.event_id)
     .bind(error)
+    .bind(&envelope.uid)
     .fetch_one(pool)
     .await;
     match result {

@@ -13,6 +13,7 @@
 //! - [`gauges`]: gauges sampled every few seconds (queues, database, pool, endpoints).
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
+//! - [`lifecycle`]: the data lifecycle: erasing a user.
 //! - [`supervisor`]: restarting a background task that dies, and reporting it.
 //! - [`settings`]: configuration from the environment.
 
@@ -23,6 +24,7 @@ pub mod db;
 pub mod dead_letters;
 pub mod gauges;
 pub mod handlers;
+pub mod lifecycle;
 pub mod outbound;
 pub mod sessions;
 pub mod settings;
@@ -146,12 +148,14 @@ async fn serve(
     }
 }
 
-/// Starts the consumer, the sweeper and the delivery loop, each under supervision.
+/// Starts the consumer, the sweeper, the delivery loop and the erasure loop, each under
+/// supervision.
 fn start_tasks(context: &Arc<WorkerContext>) -> Vec<JoinHandle<()>> {
     vec![
         supervised(context, Task::Consumer, consumer::run),
         supervised(context, Task::Sweeper, sweeper::run),
         supervised(context, Task::Deliveries, outbound::run),
+        supervised(context, Task::Erasure, lifecycle::erasure::run),
     ]
 }
 
@@ -194,8 +198,9 @@ fn describe_metrics() {
     outbound::metrics::describe_metrics();
     describe_counter!(
         "worker_events_total",
-        "Events the consumer stored and acknowledged, by kind and outcome (stored, duplicate)"
+        "Events the consumer stored and acknowledged, by kind and outcome (stored, duplicate, erased: dropped because their uid was erased after ingest received them)"
     );
+    lifecycle::erasure::describe_metrics();
     describe_histogram!(
         "worker_event_seconds",
         Unit::Seconds,

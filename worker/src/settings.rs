@@ -40,6 +40,8 @@ pub struct WorkerSettings {
     pub session_idle: Duration,
     /// Outbound webhook delivery.
     pub delivery: DeliverySettings,
+    /// Erasing users (`DELETE /v1/users/{uid}`).
+    pub erasure: ErasureSettings,
     /// `SHUTDOWN_TIMEOUT_MS` (default 10000): after SIGTERM, how long the worker lets the
     /// events it holds finish; then it returns the rest to the queue (it closes its broker
     /// connection) and exits, even while Postgres is down.
@@ -104,6 +106,7 @@ impl WorkerSettings {
                 sweep_interval: env.millis("SWEEP_INTERVAL_MS", 200)?,
             },
             delivery: DeliverySettings::from_env(env)?,
+            erasure: ErasureSettings::from_env(env)?,
             shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,
             faults: Default::default(),
         })
@@ -175,6 +178,26 @@ impl DeliverySettings {
     }
 }
 
+/// How users are erased ([`crate::lifecycle::erasure`]).
+#[derive(Clone, Debug)]
+pub struct ErasureSettings {
+    /// `ERASURE_POLL_MS` (default 1000): how often a worker looks for erasures to work on.
+    pub poll_interval: Duration,
+    /// `ERASURE_BATCH` (default 1000, at least 1): the most rows one statement of an erasure
+    /// deletes (of outbox events: the most events, each with its deliveries and attempts), each
+    /// batch in a transaction of its own.
+    pub batch: usize,
+}
+
+impl ErasureSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(ErasureSettings {
+            poll_interval: env.millis("ERASURE_POLL_MS", 1_000)?,
+            batch: env.parse::<usize>("ERASURE_BATCH", 1_000)?.max(1),
+        })
+    }
+}
+
 /// Parses CIDRs; a bare address is taken as a single-address network.
 fn cidrs(items: Vec<String>) -> Result<Vec<IpNet>, ConfigError> {
     items
@@ -220,6 +243,24 @@ mod tests {
             WorkerSettings::from_env(&Env::new(set)).unwrap().prefetch,
             10
         );
+    }
+
+    #[test]
+    fn erasure_settings_default_and_parse() {
+        let defaults = ErasureSettings::from_env(&Env::new(|_| None)).unwrap();
+        assert_eq!(defaults.poll_interval, Duration::from_secs(1));
+        assert_eq!(defaults.batch, 1000);
+        let env = |name: &str| match name {
+            "ERASURE_POLL_MS" => Some("50".to_string()),
+            "ERASURE_BATCH" => Some("0".to_string()),
+            _ => None,
+        };
+        let set = ErasureSettings::from_env(&Env::new(env)).unwrap();
+        assert_eq!(set.poll_interval, Duration::from_millis(50));
+        assert_eq!(set.batch, 1, "a batch deletes at least one row");
+        let bad = |name: &str| (name == "ERASURE_BATCH").then(|| "many".to_string());
+        let error = ErasureSettings::from_env(&Env::new(bad)).unwrap_err();
+        assert!(error.to_string().contains("ERASURE_BATCH"), "{error}");
     }
 
     #[test]

@@ -17,8 +17,7 @@ fn good(key: &str) -> Envelope {
 }
 
 fn poison() -> Envelope {
-    let payload: &[u8] = b"{\"this is\": \"not a transcript batch\"}";
-    envelope(EventKind::OmiTranscript, "u1", "poison", payload)
+    harness::poison("u1")
 }
 
 async fn dead_letters(pipeline: &TestPipeline, expected: usize) -> Vec<serde_json::Value> {

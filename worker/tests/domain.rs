@@ -173,14 +173,7 @@ async fn omi_envelope_memory_events_are_stored_and_passed_on() {
 async fn audio_posted_through_ingest_becomes_levels() {
     let pipeline = TestPipeline::start().await;
     let sine = fixture("omi/audio_sine440_half_16k.pcm");
-    for chunk in sine.chunks(6402) {
-        let path = format!(
-            "/v1/omi/audio?key={}&uid=u1&sample_rate=16000",
-            harness::OMI_KEY
-        );
-        let headers = vec![("content-type", "application/octet-stream".to_owned())];
-        pipeline.post(&path, &headers, chunk.to_vec()).await;
-    }
+    pipeline.post_omi_audio("u1", &sine, 6402).await;
     let windows = eventually(15, "ten windows", || async {
         let page = pipeline.admin_get("/v1/users/u1/audio-levels").await;
         let items = page["items"].as_array().cloned().unwrap_or_default();

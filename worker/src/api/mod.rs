@@ -5,6 +5,7 @@ mod auth;
 mod dead_letters;
 mod deliveries;
 mod endpoints;
+mod erasure;
 mod error;
 mod input;
 mod sessions;
@@ -38,6 +39,7 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
             get(|| async { openapi_response(WORKER_OPENAPI) }),
         )
         .merge(users::routes())
+        .merge(erasure::routes())
         .merge(sessions::routes())
         .merge(sleep::routes())
         .merge(dead_letters::routes())

@@ -5,6 +5,10 @@
 //! constraint decides, so two workers racing on one event cannot both store it), runs each
 //! claimed event's handler (transcript batches all at once, with one statement per table) and
 //! commits once. The consumer acknowledges the messages only after this returns.
+//!
+//! The same statement remembers erasures: an event whose uid was erased after ingest received
+//! it (an `erasures` row with a later `requested_at`, found with one index lookup for the
+//! batch's uids) was still in the queue when the erasure started, and is dropped, not stored.
 
 mod audio;
 mod omi;
@@ -26,6 +30,19 @@ pub enum Outcome {
     Stored,
     /// Its dedup key (or event id) was already stored: a redelivery or a sender's retry.
     Duplicate,
+    /// Its uid was erased after ingest received it: dropped without storing anything.
+    Erased,
+}
+
+impl Outcome {
+    /// The `outcome` label of `worker_events_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Erased => "erased",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +74,7 @@ pub async fn handle_all(
     envelopes: &[Envelope],
 ) -> Result<Vec<Outcome>, HandlerError> {
     let mut tx = pool.begin().await?;
-    let claimed = claim(&mut tx, envelopes).await?;
+    let (claimed, erased) = claim(&mut tx, envelopes).await?;
     let mut transcripts = Vec::new();
     for envelope in envelopes.iter().filter(|e| claimed.contains(&e.event_id)) {
         match envelope.kind {
@@ -75,20 +92,26 @@ pub async fn handle_all(
     tx.commit().await?;
     Ok(envelopes
         .iter()
-        .map(|envelope| match claimed.contains(&envelope.event_id) {
-            true => Outcome::Stored,
-            false => Outcome::Duplicate,
+        .map(|envelope| {
+            if claimed.contains(&envelope.event_id) {
+                Outcome::Stored
+            } else if erased.contains(&envelope.event_id) {
+                Outcome::Erased
+            } else {
+                Outcome::Duplicate
+            }
         })
         .collect())
 }
 
-/// Inserts the events' rows with one statement and returns the ids of those it inserted: an
-/// event whose id or dedup key is already stored (or comes earlier in `envelopes`) is left out.
-/// Rows go in dedup-key order, so concurrent transactions take the keys' locks in one order.
+/// Inserts the events' rows with one statement and returns the ids of those it inserted, and
+/// of those it dropped because their uid was erased after they were received: an event whose
+/// id or dedup key is already stored (or comes earlier in `envelopes`) is in neither. Rows go
+/// in dedup-key order, so concurrent transactions take the keys' locks in one order.
 async fn claim(
     tx: &mut Transaction<'_, Postgres>,
     envelopes: &[Envelope],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
+) -> Result<(HashSet<Uuid>, HashSet<Uuid>), sqlx::Error> {
     let mut order: Vec<&Envelope> = envelopes.iter().collect();
     order.sort_by_key(|e| (e.source().as_str(), e.uid.as_str(), e.dedup_key.as_str()));
     let ids: Vec<Uuid> = order.iter().map(|e| e.event_id).collect();
@@ -97,11 +120,24 @@ async fn claim(
     let uids: Vec<&str> = order.iter().map(|e| e.uid.as_str()).collect();
     let dedup_keys: Vec<&str> = order.iter().map(|e| e.dedup_key.as_str()).collect();
     let received: Vec<_> = order.iter().map(|e| e.received_at).collect();
-    let claimed: Vec<Uuid> = sqlx::query_scalar(
-        "INSERT INTO inbound_events (event_id, source, kind, uid, dedup_key, received_at)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
-         ON CONFLICT DO NOTHING
-         RETURNING event_id",
+    let decided: Vec<(Uuid, bool)> = sqlx::query_as(
+        "WITH incoming AS (
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
+                 WITH ORDINALITY AS i (event_id, source, kind, uid, dedup_key, received_at, n)
+         ), erased AS (
+             SELECT i.event_id FROM incoming i
+             JOIN (SELECT uid, max(requested_at) AS requested_at FROM erasures
+                   WHERE uid = ANY ($4) GROUP BY uid) e
+                 ON e.uid = i.uid AND e.requested_at > i.received_at
+         ), claimed AS (
+             INSERT INTO inbound_events (event_id, source, kind, uid, dedup_key, received_at)
+             SELECT event_id, source, kind, uid, dedup_key, received_at FROM incoming
+             WHERE event_id NOT IN (SELECT event_id FROM erased)
+             ORDER BY n
+             ON CONFLICT DO NOTHING
+             RETURNING event_id
+         )
+         SELECT event_id, true FROM claimed UNION ALL SELECT event_id, false FROM erased",
     )
     .bind(&ids)
     .bind(&sources)
@@ -111,7 +147,9 @@ async fn claim(
     .bind(&received)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(claimed.into_iter().collect())
+    let (claimed, erased): (Vec<_>, Vec<_>) = decided.into_iter().partition(|(_, stored)| *stored);
+    let ids = |rows: Vec<(Uuid, bool)>| rows.into_iter().map(|(id, _)| id).collect();
+    Ok((ids(claimed), ids(erased)))
 }
 
 /// Emits `event_type` for the envelope's uid, with the uid added to `data`, only when the

@@ -9,8 +9,8 @@
 //! outcome. [`isolation`] keeps a
 //! failing or slow endpoint from holding up the others, [`guard`] refuses internal destinations,
 //! [`at_rest`] keeps endpoint secrets and header values encrypted in Postgres (opened by
-//! [`send`] just before signing), and [`manual`] serves the management API's test, retry and
-//! recover.
+//! [`send`] just before signing), [`manual`] serves the management API's test, retry and
+//! recover, and [`erase`] cancels and deletes an erased user's deliveries.
 //!
 //! # Why a Postgres poller and not RabbitMQ
 //! The schedule lives in the `deliveries` table and a loop claims due rows with
@@ -32,6 +32,7 @@ pub mod counts;
 pub mod deliver;
 pub mod dispatch;
 pub mod endpoint;
+pub mod erase;
 pub mod guard;
 pub mod isolation;
 pub mod manual;

@@ -106,14 +106,7 @@ impl TestWorker {
 
     /// `POST /v1/endpoints`; panics unless 201. Returns the endpoint's JSON.
     pub async fn create_endpoint(&self, body: Value) -> Value {
-        let response = self
-            .admin(reqwest::Method::POST, "/v1/endpoints")
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 201, "{:?}", response.text().await);
-        response.json().await.expect("endpoint JSON")
+        create_endpoint(self.admin(reqwest::Method::POST, "/v1/endpoints"), body).await
     }
 
     /// A stopped worker's database with `count` endpoints for every event type at a port nobody
@@ -208,6 +201,14 @@ impl TestWorker {
         })
         .await
     }
+}
+
+/// Sends `request` (a `POST /v1/endpoints` with the token) with `body`; panics unless 201.
+/// Returns the endpoint's JSON.
+async fn create_endpoint(request: reqwest::RequestBuilder, body: Value) -> Value {
+    let response = request.json(&body).send().await.expect("request");
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    response.json().await.expect("endpoint JSON")
 }
 
 async fn spawn(settings: WorkerSettings) -> Spawned {
@@ -396,6 +397,16 @@ impl Receiver {
             .expect("receiver closed")
     }
 
+    /// Every request that arrives in the next `period` (however busy the receiver is).
+    pub async fn during(&mut self, period: Duration) -> Vec<Received> {
+        let until = tokio::time::Instant::now() + period;
+        let mut received = Vec::new();
+        while let Ok(Some(request)) = tokio::time::timeout_at(until, self.requests.recv()).await {
+            received.push(request);
+        }
+        received
+    }
+
     /// Every request that arrives within `quiet` of the previous one (or of now).
     pub async fn drain(&mut self, quiet: Duration) -> Vec<Received> {
         let mut received = Vec::new();
@@ -466,6 +477,13 @@ pub fn envelope(
         sample_rate: None,
         payload: payload.into(),
     }
+}
+
+/// A transcript event of `uid` whose payload is no transcript batch: it fails every time and
+/// is dead-lettered after `DELIVERY_LIMIT` failures.
+pub fn poison(uid: &str) -> shared::Envelope {
+    let payload: &[u8] = b"{\"this is\": \"not a transcript batch\"}";
+    envelope(shared::EventKind::OmiTranscript, uid, "poison", payload)
 }
 
 /// Worker settings that store a backlog in batches, one batch at a time.
@@ -585,6 +603,22 @@ impl TestPipeline {
         response.json().await.expect("JSON")
     }
 
+    /// `POST /v1/endpoints` on the first worker; panics unless 201. Returns the endpoint.
+    pub async fn create_endpoint(&self, body: Value) -> Value {
+        let url = self.workers[0].url("/v1/endpoints");
+        create_endpoint(self.client.post(url).bearer_auth(ADMIN_TOKEN), body).await
+    }
+
+    /// `DELETE <path>` on the first worker's management API, with the admin token.
+    pub async fn admin_delete(&self, path: &str) -> reqwest::Response {
+        self.client
+            .delete(self.workers[0].url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// `POST <path>` on the first worker's management API, with the admin token.
     pub async fn admin_post(&self, path: &str) -> reqwest::Response {
         self.client
@@ -625,6 +659,15 @@ impl TestPipeline {
         let json = vec![("content-type", "application/json".to_owned())];
         self.post(&path, &json, shared::testkit::fixture(fixture))
             .await
+    }
+
+    /// Posts raw PCM16 audio of `uid` at 16 kHz to `/v1/omi/audio`, in chunks of `chunk_bytes`.
+    pub async fn post_omi_audio(&self, uid: &str, pcm: &[u8], chunk_bytes: usize) {
+        let path = format!("/v1/omi/audio?key={OMI_KEY}&uid={uid}&sample_rate=16000");
+        let headers = vec![("content-type", "application/octet-stream".to_owned())];
+        for chunk in pcm.chunks(chunk_bytes) {
+            self.post(&path, &headers, chunk.to_vec()).await;
+        }
     }
 
     /// Posts an Asleep fixture for user `uid`.
