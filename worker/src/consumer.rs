@@ -344,10 +344,7 @@ async fn settle(
 }
 
 fn record(context: &WorkerContext, envelope: &Envelope, outcome: Outcome, started: Instant) {
-    let outcome_name = match outcome {
-        Outcome::Stored => "stored",
-        Outcome::Duplicate => "duplicate",
-    };
+    let outcome_name = outcome.name();
     metrics::counter!("worker_events_total", "kind" => envelope.kind.as_str(), "outcome" => outcome_name)
         .increment(1);
     metrics::histogram!("worker_event_seconds").record(started.elapsed());

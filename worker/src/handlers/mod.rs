@@ -28,6 +28,18 @@ pub enum Outcome {
     Duplicate,
 }
 
+impl Outcome {
+    pub const ALL: [Outcome; 2] = [Outcome::Stored, Outcome::Duplicate];
+
+    /// The `outcome` label of `worker_events_total` and of the `LOG_EVENTS` line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     #[error("database: {0}")]
