@@ -91,6 +91,7 @@ pub fn log_event(envelope: &crate::Envelope, outcome: &str) {
         kind = envelope.kind.as_str(),
         uid = %envelope.uid,
         bytes = envelope.payload.len(),
+        request_id = envelope.request_id.as_deref(),
         outcome,
         "event"
     );

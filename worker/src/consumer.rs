@@ -24,16 +24,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
-use lapin::{Acker, Connection};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{Acker, Connection};
 use shared::Envelope;
 use shared::broker::{self, Topology};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::WorkerContext;
 use crate::dead_letters;
@@ -230,8 +231,18 @@ async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) {
 }
 
 /// Stores one event and settles its message: ack after commit, else count the failure and
-/// nack it back, or reject it (dead-letter it) once it has failed `DELIVERY_LIMIT` times.
+/// nack it back, or reject it (dead-letter it) once it has failed `DELIVERY_LIMIT` times. Its
+/// log lines carry the event's id and the request id ingest gave it.
 async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) {
+    let span = tracing::info_span!(
+        "event",
+        event_id = %taken.envelope.event_id,
+        request_id = taken.envelope.request_id.as_deref(),
+    );
+    process_one(context, taken).instrument(span).await
+}
+
+async fn process_one(context: &Arc<WorkerContext>, taken: Taken) {
     let Taken { envelope, acker } = taken;
     let (envelopes, ackers) = (
         std::slice::from_ref(&envelope),
@@ -337,8 +348,12 @@ async fn settle(
     for (envelope, acker) in envelopes.iter().zip(ackers) {
         match acker.ack(BasicAckOptions::default()).await {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(event_id = %envelope.event_id, "ack not sent, the channel is gone; the redelivery will be a duplicate"),
-            Err(error) => tracing::warn!(%error, event_id = %envelope.event_id, "ack failed; the redelivery will be a duplicate"),
+            Ok(false) => {
+                tracing::warn!(event_id = %envelope.event_id, "ack not sent, the channel is gone; the redelivery will be a duplicate")
+            }
+            Err(error) => {
+                tracing::warn!(%error, event_id = %envelope.event_id, "ack failed; the redelivery will be a duplicate")
+            }
         }
     }
 }

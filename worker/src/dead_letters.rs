@@ -21,6 +21,7 @@ use serde_json::json;
 use shared::Envelope;
 use shared::broker::{self, EVENTS_ROUTING_KEY, PublishError, Topology};
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::WorkerContext;
@@ -84,7 +85,20 @@ pub async fn consume(
 }
 
 /// Records a dead letter, or puts back one the broker dead-lettered too early; acks it after.
+/// Its log lines carry the request id of the event (its `correlation_id`), when it has one.
 async fn settle(context: &WorkerContext, topology: &Topology, delivery: Delivery) {
+    let request_id = delivery
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|id| id.to_string());
+    let span = tracing::info_span!("dead_letter", request_id);
+    settle_in_span(context, topology, delivery)
+        .instrument(span)
+        .await
+}
+
+async fn settle_in_span(context: &WorkerContext, topology: &Topology, delivery: Delivery) {
     let result = match too_early(context, &delivery).await {
         Ok(Some(event_id)) => put_back(context, topology, &delivery, event_id).await,
         Ok(None) => store(&context.pool, &delivery).await.map_err(Into::into),
@@ -198,13 +212,14 @@ async fn store(pool: &PgPool, delivery: &Delivery) -> Result<(), sqlx::Error> {
     )
     .bind(Uuid::now_v7())
     .bind(event_id)
-    .bind(kind)
+    .bind(&kind)
     .bind(uid)
     .bind(described)
     .bind(&delivery.data)
     .execute(pool)
     .await?;
     metrics::counter!("worker_dead_letters_total").increment(1);
+    tracing::warn!(?event_id, kind, "dead letter recorded");
     Ok(())
 }
 

@@ -63,7 +63,10 @@ async fn sigterm_mid_backlog_stops_in_bound_and_returns_only_what_was_not_stored
         exits_within(&mut worker, Duration::from_secs(5)).await;
 
         let stored = pipeline.count(EVENTS).await;
-        assert!(stored < BACKLOG, "the backlog was done before SIGTERM {stop}");
+        assert!(
+            stored < BACKLOG,
+            "the backlog was done before SIGTERM {stop}"
+        );
         // Every event is stored or back on the queue, and none is both: the acks of every
         // committed batch reached the broker before the worker closed its connection.
         let ready = eventually(10, "every event stored or back on the queue", || async {

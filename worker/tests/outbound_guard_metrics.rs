@@ -35,7 +35,10 @@ async fn an_endpoint_at_a_private_address_is_refused_and_counted_as_private() {
         .expect("request");
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("private"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("private"),
+        "{body}"
+    );
 
     let after = worker.metric(&refusals("private")).await.unwrap();
     assert_eq!(after - before, 1.0);

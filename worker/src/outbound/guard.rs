@@ -162,9 +162,9 @@ const fn v6(segments: [u16; 8], prefix: u8) -> Ipv6Net {
 /// (none is a place a webhook should go), plus multicast.
 const SPECIAL_V4: [(Ipv4Net, Refusal); 18] = [
     (v4(0, 0, 0, 0, 8), Refusal::ThisNetwork), // "this network"
-    (v4(10, 0, 0, 0, 8), Refusal::Private), // private
-    (v4(100, 64, 0, 0, 10), Refusal::Shared), // shared address space (CGNAT; cloud metadata)
-    (v4(127, 0, 0, 0, 8), Refusal::Loopback), // loopback
+    (v4(10, 0, 0, 0, 8), Refusal::Private),    // private
+    (v4(100, 64, 0, 0, 10), Refusal::Shared),  // shared address space (CGNAT; cloud metadata)
+    (v4(127, 0, 0, 0, 8), Refusal::Loopback),  // loopback
     (v4(169, 254, 0, 0, 16), Refusal::LinkLocal), // link-local (cloud metadata at 169.254.169.254)
     (v4(172, 16, 0, 0, 12), Refusal::Private), // private
     (v4(192, 0, 0, 0, 24), Refusal::Reserved), // IETF protocol assignments
@@ -178,7 +178,7 @@ const SPECIAL_V4: [(Ipv4Net, Refusal); 18] = [
     (v4(198, 51, 100, 0, 24), Refusal::Documentation), // documentation (TEST-NET-2)
     (v4(203, 0, 113, 0, 24), Refusal::Documentation), // documentation (TEST-NET-3)
     (v4(224, 0, 0, 0, 4), Refusal::Multicast), // multicast
-    (v4(240, 0, 0, 0, 4), Refusal::Reserved), // reserved, and broadcast
+    (v4(240, 0, 0, 0, 4), Refusal::Reserved),  // reserved, and broadcast
 ];
 
 /// IPv4-compatible addresses (deprecated), `::` and `::1` among them: `::a.b.c.d`.
@@ -197,18 +197,30 @@ const SPECIAL_V6: [(Ipv6Net, Refusal); 16] = [
     (IPV4_COMPATIBLE, Refusal::Translated),
     (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), Refusal::Translated), // IPv4-mapped (judged as IPv4)
     (NAT64, Refusal::Translated),
-    (v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), Refusal::Translated), // NAT64 local-use prefix
+    (
+        v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        Refusal::Translated,
+    ), // NAT64 local-use prefix
     (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), Refusal::Reserved), // discard-only
     (v6([0x100, 0, 0, 1, 0, 0, 0, 0], 64), Refusal::Reserved), // dummy prefix
     (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), Refusal::Reserved), // IETF (Teredo, ORCHID...)
-    (v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), Refusal::Documentation), // documentation
+    (
+        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        Refusal::Documentation,
+    ), // documentation
     (SIX_TO_FOUR, Refusal::Translated),
-    (v6([0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48), Refusal::Reserved), // direct delegation AS112
-    (v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20), Refusal::Documentation), // documentation
+    (
+        v6([0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48),
+        Refusal::Reserved,
+    ), // direct delegation AS112
+    (
+        v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        Refusal::Documentation,
+    ), // documentation
     (v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), Refusal::Reserved), // segment routing (SRv6) SIDs
-    (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Refusal::Private), // unique local
+    (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Refusal::Private),   // unique local
     (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), Refusal::LinkLocal), // link-local
-    (v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), Refusal::Private), // site-local (deprecated)
+    (v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), Refusal::Private),  // site-local (deprecated)
     (v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), Refusal::Multicast), // multicast
 ];
 

@@ -480,6 +480,7 @@ pub fn envelope(
         received_at: chrono::Utc::now(),
         sample_rate: None,
         payload: payload.into(),
+        request_id: None,
     }
 }
 
