@@ -202,6 +202,7 @@ async fn store(pool: &PgPool, delivery: &Delivery) -> Result<(), sqlx::Error> {
         "message_id": event_id,
         "type": kind,
         "content_type": properties.content_type().as_ref().map(|t| t.to_string()),
+        "correlation_id": properties.correlation_id().as_ref().map(|id| id.to_string()),
         "headers": headers,
     });
     sqlx::query(
@@ -283,5 +284,25 @@ fn rebuild_properties(described: &serde_json::Value) -> Option<BasicProperties> 
     if let Some(content_type) = described["content_type"].as_str() {
         properties = properties.with_content_type(content_type.into());
     }
+    if let Some(request_id) = described["correlation_id"].as_str() {
+        properties = properties.with_correlation_id(request_id.into());
+    }
     Some(properties)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redriven_message_keeps_its_request_id_and_an_old_one_has_none() {
+        let described = |correlation_id: serde_json::Value| {
+            json!({"message_id": "m", "type": "omi_transcript", "headers": {},
+                   "correlation_id": correlation_id})
+        };
+        let kept = rebuild_properties(&described(json!("req-7"))).unwrap();
+        assert_eq!(kept.correlation_id().as_ref().unwrap().as_str(), "req-7");
+        let old = rebuild_properties(&described(serde_json::Value::Null)).unwrap();
+        assert!(old.correlation_id().is_none());
+    }
 }
