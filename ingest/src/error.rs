@@ -4,7 +4,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use shared::http::{error_response, with_retry_after};
 
-use crate::publisher::PublishError;
+use crate::publisher::{PublishError, PublishOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -44,15 +44,49 @@ const BROKER_RETRY_AFTER_S: u64 = 5;
 /// Seconds a sender should wait before retrying when the process is at its request limit.
 const BUSY_RETRY_AFTER_S: u64 = 1;
 
-impl IngestError {
-    /// Why a 503 is answered (the `reason` label of `ingest_unavailable_total`), or `None` when
-    /// the answer is not a 503. A broker problem is named by its [`PublishError::label`].
-    pub fn unavailable_reason(&self) -> Option<&'static str> {
+/// Why a request was answered 503: the `reason` label of `ingest_unavailable_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnavailableReason {
+    /// `MAX_CONCURRENT_REQUESTS` in progress.
+    Busy,
+    /// `MAX_BODY_BYTES_IN_FLIGHT` reached.
+    BodyBudget,
+    /// The source's credentials variable is unset.
+    NotConfigured,
+    /// The broker did not confirm: named by the publish's outcome.
+    Broker(PublishOutcome),
+}
+
+impl UnavailableReason {
+    pub const ALL: [UnavailableReason; 8] = [
+        UnavailableReason::Busy,
+        UnavailableReason::BodyBudget,
+        UnavailableReason::NotConfigured,
+        UnavailableReason::Broker(PublishOutcome::NotConnected),
+        UnavailableReason::Broker(PublishOutcome::Timeout),
+        UnavailableReason::Broker(PublishOutcome::Nack),
+        UnavailableReason::Broker(PublishOutcome::Returned),
+        UnavailableReason::Broker(PublishOutcome::Error),
+    ];
+
+    pub fn name(self) -> &'static str {
         match self {
-            IngestError::NotConfigured(_) => Some("not_configured"),
-            IngestError::Busy => Some("busy"),
-            IngestError::BodiesInFlight => Some("body_budget"),
-            IngestError::Unavailable(cause) => Some(cause.label()),
+            UnavailableReason::Busy => "busy",
+            UnavailableReason::BodyBudget => "body_budget",
+            UnavailableReason::NotConfigured => "not_configured",
+            UnavailableReason::Broker(outcome) => outcome.name(),
+        }
+    }
+}
+
+impl IngestError {
+    /// Why a 503 is answered, or `None` when the answer is not a 503.
+    pub fn unavailable_reason(&self) -> Option<UnavailableReason> {
+        match self {
+            IngestError::NotConfigured(_) => Some(UnavailableReason::NotConfigured),
+            IngestError::Busy => Some(UnavailableReason::Busy),
+            IngestError::BodiesInFlight => Some(UnavailableReason::BodyBudget),
+            IngestError::Unavailable(cause) => Some(UnavailableReason::Broker(cause.outcome())),
             _ => None,
         }
     }
@@ -61,9 +95,21 @@ impl IngestError {
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         if let Some(reason) = self.unavailable_reason() {
-            metrics::counter!("ingest_unavailable_total", "reason" => reason).increment(1);
+            metrics::counter!("ingest_unavailable_total", "reason" => reason.name()).increment(1);
         }
         let message = self.to_string();
+        let response = self.answer(message.clone());
+        if response.status().is_client_error() {
+            // In the request's span, so with its request id; never with its query string.
+            tracing::debug!(status = response.status().as_u16(), reason = %message, "refused");
+        }
+        response
+    }
+}
+
+impl IngestError {
+    /// The HTTP answer: status, stable code and `message`.
+    fn answer(self, message: String) -> Response {
         match self {
             IngestError::Unauthorized(_) => {
                 error_response(StatusCode::UNAUTHORIZED, "unauthorized", message)

@@ -7,6 +7,7 @@
 //! - [`sources`]: one module per provider (authenticate, parse, dedup id) and [`sources::accept`].
 //! - [`publisher`]: the shared confirm-mode channel and its reconnecting supervisor.
 //! - [`rate_limit`]: a token bucket per credential (429 beyond it).
+//! - [`request_id`]: the `X-Request-Id` taken or made, echoed, and in every log line.
 //! - [`server`]: the HTTP server: connections, and the drain on shutdown.
 //! - [`head_timeout`]: a connection's request-head timeout, answered with 408.
 //! - [`guards`]: bounds on concurrent requests and on their bodies' time and bytes (408, 503).
@@ -18,6 +19,7 @@ pub mod guards;
 pub mod head_timeout;
 pub mod publisher;
 pub mod rate_limit;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod settings;
@@ -43,6 +45,7 @@ pub async fn run(
     // The recorder first, so the help text and the first samples are kept.
     let _ = shared::telemetry::metrics();
     describe_metrics();
+    zero_counters();
     let publisher = Publisher::start(settings.broker.clone());
     let state = AppState::new(&settings, publisher);
     let app = router(state.clone(), &settings);
@@ -62,6 +65,29 @@ pub async fn run(
         drain: settings.shutdown_timeout,
     };
     server::serve(listener, app, timeouts, shutdown).await
+}
+
+/// Every counter ingest exports, at 0 for each of its label values, so that `rate()` and
+/// `increase()` see the first count and alerts can read a failure that has not happened yet.
+/// `ingest_requests_total{route,status}` is left out: its status codes are whatever is answered.
+fn zero_counters() {
+    use metrics::counter;
+    for outcome in publisher::PublishOutcome::ALL {
+        counter!("ingest_publish_total", "outcome" => outcome.name()).increment(0);
+    }
+    for reason in error::UnavailableReason::ALL {
+        counter!("ingest_unavailable_total", "reason" => reason.name()).increment(0);
+    }
+    for kind in shared::EventKind::ALL {
+        counter!("ingest_events_accepted_total", "kind" => kind.as_str()).increment(0);
+    }
+    for name in [
+        "ingest_requests_shed_total",
+        "ingest_rate_limited_total",
+        "ingest_request_head_timeouts_total",
+    ] {
+        counter!(name).increment(0);
+    }
 }
 
 /// Help text of every metric ingest exports (the recorder shows it once a metric is set).

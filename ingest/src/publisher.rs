@@ -127,26 +127,62 @@ impl Publisher {
     }
 }
 
-impl PublishError {
-    /// The `outcome` label of `ingest_publish_total` (and the `reason` of a 503).
-    pub fn label(&self) -> &'static str {
+/// What became of one publish: the `outcome` label of `ingest_publish_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Ack,
+    Nack,
+    /// Unroutable: no queue took it.
+    Returned,
+    /// No confirm within `AMQP_CONFIRM_TIMEOUT_MS`.
+    Timeout,
+    NotConnected,
+    /// The channel failed under the publish.
+    Error,
+}
+
+impl PublishOutcome {
+    pub const ALL: [PublishOutcome; 6] = [
+        PublishOutcome::Ack,
+        PublishOutcome::Nack,
+        PublishOutcome::Returned,
+        PublishOutcome::Timeout,
+        PublishOutcome::NotConnected,
+        PublishOutcome::Error,
+    ];
+
+    pub fn name(self) -> &'static str {
         match self {
-            PublishError::NotConnected => "not_connected",
-            PublishError::ConfirmTimeout(_) => "timeout",
-            PublishError::Refused => "nack",
-            PublishError::Returned => "returned",
-            PublishError::Broker(_) => "error",
+            PublishOutcome::Ack => "ack",
+            PublishOutcome::Nack => "nack",
+            PublishOutcome::Returned => "returned",
+            PublishOutcome::Timeout => "timeout",
+            PublishOutcome::NotConnected => "not_connected",
+            PublishOutcome::Error => "error",
         }
     }
 }
 
-/// `ingest_publish_total{outcome}`: what became of one publish (`ack`, or [`PublishError::label`]).
+impl PublishError {
+    /// The outcome this failure counts as (and the `reason` of the 503 it causes).
+    pub fn outcome(&self) -> PublishOutcome {
+        match self {
+            PublishError::NotConnected => PublishOutcome::NotConnected,
+            PublishError::ConfirmTimeout(_) => PublishOutcome::Timeout,
+            PublishError::Refused => PublishOutcome::Nack,
+            PublishError::Returned => PublishOutcome::Returned,
+            PublishError::Broker(_) => PublishOutcome::Error,
+        }
+    }
+}
+
+/// `ingest_publish_total{outcome}`: what became of one publish.
 fn count_publish(result: &Result<(), PublishError>) {
     let outcome = match result {
-        Ok(()) => "ack",
-        Err(error) => error.label(),
+        Ok(()) => PublishOutcome::Ack,
+        Err(error) => error.outcome(),
     };
-    metrics::counter!("ingest_publish_total", "outcome" => outcome).increment(1);
+    metrics::counter!("ingest_publish_total", "outcome" => outcome.name()).increment(1);
 }
 
 /// Help text of the publisher's metrics.

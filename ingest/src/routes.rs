@@ -16,6 +16,7 @@ use shared::http::{INGEST_OPENAPI, error_response, healthz, metrics, openapi_res
 use crate::guards::{self, BodyBudget, BodyGuard, RequestLimit};
 use crate::publisher::Publisher;
 use crate::rate_limit::RateLimiter;
+use crate::request_id;
 use crate::settings::IngestSettings;
 use crate::sources::{self, KeySet};
 
@@ -101,6 +102,7 @@ pub fn router(state: AppState, settings: &IngestSettings) -> Router {
         .merge(providers)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 

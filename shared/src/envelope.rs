@@ -116,6 +116,10 @@ pub struct Envelope {
     pub sample_rate: Option<u32>,
     /// The body: canonical JSON for every kind but audio, raw PCM for audio.
     pub payload: Bytes,
+    /// The id of the inbound request (`X-Request-Id`, taken or made by ingest), so the worker's
+    /// log lines of this event carry it; on the wire the AMQP `correlation_id`. Messages
+    /// published before it existed have none.
+    pub request_id: Option<String>,
 }
 
 /// Why a message could not be read back as an envelope.
@@ -151,14 +155,18 @@ impl Envelope {
             EventKind::OmiAudio => CONTENT_TYPE_PCM,
             _ => CONTENT_TYPE_JSON,
         };
-        BasicProperties::default()
+        let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id(self.event_id.to_string().into())
             .with_type(self.kind.as_str().into())
             .with_app_id(self.source().as_str().into())
             .with_content_type(content_type.into())
             .with_timestamp(self.received_at.timestamp().max(0) as u64)
-            .with_headers(headers)
+            .with_headers(headers);
+        match &self.request_id {
+            Some(id) => properties.with_correlation_id(id.as_str().into()),
+            None => properties,
+        }
     }
 
     /// Reads an envelope back from a consumed message.
@@ -197,6 +205,10 @@ impl Envelope {
                 .ok_or(EnvelopeError::Header("received_at_us"))?,
             sample_rate,
             payload: Bytes::from(body),
+            request_id: properties
+                .correlation_id()
+                .as_ref()
+                .map(|id| id.as_str().to_owned()),
         })
     }
 }
@@ -229,6 +241,7 @@ mod tests {
             received_at: Utc.timestamp_micros(1_700_000_000_123_456).unwrap(),
             sample_rate,
             payload: Bytes::from_static(b"{\"a\":1}"),
+            request_id: Some("req-1".into()),
         }
     }
 
@@ -240,6 +253,21 @@ mod tests {
             let decoded = Envelope::from_amqp(&properties, original.payload.to_vec()).unwrap();
             assert_eq!(decoded, original);
         }
+    }
+
+    #[test]
+    fn the_request_id_travels_as_the_correlation_id_and_may_be_absent() {
+        let mut original = sample(EventKind::OmiTranscript, None);
+        let properties = original.amqp_properties();
+        assert_eq!(
+            properties.correlation_id().as_ref().unwrap().as_str(),
+            "req-1"
+        );
+        original.request_id = None;
+        let properties = original.amqp_properties();
+        assert!(properties.correlation_id().is_none());
+        let decoded = Envelope::from_amqp(&properties, original.payload.to_vec()).unwrap();
+        assert_eq!(decoded.request_id, None);
     }
 
     #[test]

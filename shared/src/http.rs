@@ -63,7 +63,7 @@ pub async fn healthz() -> &'static str {
 pub async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::metrics().render(),
+        crate::telemetry::render(),
     )
 }
 

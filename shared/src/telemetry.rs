@@ -51,6 +51,24 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// The `/metrics` text: the process's own CPU time, memory, file descriptors and threads
+/// (`process_*`, read from the OS now), then every metric recorded.
+pub fn render() -> String {
+    let handle = metrics();
+    process_collector().collect();
+    handle.render()
+}
+
+/// The process metrics' collector, its help text given once, after the recorder is installed.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let collector = metrics_process::Collector::default();
+        collector.describe();
+        collector
+    })
+}
+
 /// Samples recorded into histograms are folded into their buckets by an upkeep call (else they
 /// pile up between scrapes); run it in the background.
 fn spawn_upkeep(handle: PrometheusHandle) {
@@ -73,6 +91,7 @@ pub fn log_event(envelope: &crate::Envelope, outcome: &str) {
         kind = envelope.kind.as_str(),
         uid = %envelope.uid,
         bytes = envelope.payload.len(),
+        request_id = envelope.request_id.as_deref(),
         outcome,
         "event"
     );

@@ -15,8 +15,9 @@
 //! event nothing.
 //!
 //! On shutdown the consumer stops taking messages and stops retrying: what is being stored
-//! finishes, what Postgres cannot take is nacked back to the queue, and whatever is still held
-//! after `SHUTDOWN_TIMEOUT_MS` goes back when the connection closes.
+//! finishes and its acks are written, what Postgres cannot take is nacked back to the queue,
+//! then the channels and the connection are closed with a reply code (see [`close`]); whatever
+//! is still held after `SHUTDOWN_TIMEOUT_MS` goes back when the connection closes.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -24,16 +25,17 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
-use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
     ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
+use lapin::{Acker, Connection};
 use shared::Envelope;
 use shared::broker::{self, Topology};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::WorkerContext;
 use crate::dead_letters;
@@ -42,6 +44,11 @@ use crate::handlers::{self, HandlerError, Outcome};
 use crate::supervisor::panic_message;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long closing the channels and the connection may take; within the second
+/// [`crate::run`] gives the tasks past `SHUTDOWN_TIMEOUT_MS`.
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(800);
+/// AMQP's reply code for a close that is no error.
+const REPLY_SUCCESS: u16 = 200;
 
 /// Consumes until `stopping` turns true, reconnecting with backoff whenever the broker is lost.
 pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool>) {
@@ -89,6 +96,7 @@ async fn consume(
         .await?;
     let _published = PublishChannel::install(context, publish);
     let dead = connection.create_channel().await?;
+    let dead_channel = dead.clone();
     let sampled = gauges::queues(connection.create_channel().await?, topology.clone());
     gauges::broker_connected(context, true);
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
@@ -110,10 +118,30 @@ async fn consume(
             tracing::warn!("shutdown timeout; returning the messages still held to the queue");
         }
     }
-    let _ = connection
-        .close(200, "worker stopping or reconnecting".into())
-        .await;
+    close(&connection, &[&channel, &dead_channel]).await;
     Ok(())
+}
+
+/// Closes the channels that settle messages, then the connection, each with a reply code, within
+/// [`CLOSE_TIMEOUT`]. A channel's close-ok comes back only once the broker has handled every ack
+/// sent on it before the close; closing the connection alone let RabbitMQ (3.10, quorum queue)
+/// drop acks it had read but not yet passed to the queue, so committed events came back (up to
+/// a few dozen in one stop of two). Messages still held then go back to the queue.
+async fn close(connection: &Connection, channels: &[&lapin::Channel]) {
+    const REASON: &str = "worker stopping or reconnecting";
+    let closing = async {
+        for channel in channels {
+            if let Err(error) = channel.close(REPLY_SUCCESS, REASON.into()).await {
+                tracing::debug!(%error, channel = channel.id(), "closing a channel");
+            }
+        }
+        if let Err(error) = connection.close(REPLY_SUCCESS, REASON.into()).await {
+            tracing::debug!(%error, "closing the broker connection");
+        }
+    };
+    if tokio::time::timeout(CLOSE_TIMEOUT, closing).await.is_err() {
+        tracing::warn!("the broker did not answer the close in time; dropping the connection");
+    }
 }
 
 /// Resolves once `stopping` turns true.
@@ -204,8 +232,18 @@ async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) {
 }
 
 /// Stores one event and settles its message: ack after commit, else count the failure and
-/// nack it back, or reject it (dead-letter it) once it has failed `DELIVERY_LIMIT` times.
+/// nack it back, or reject it (dead-letter it) once it has failed `DELIVERY_LIMIT` times. Its
+/// log lines carry the event's id and the request id ingest gave it.
 async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) {
+    let span = tracing::info_span!(
+        "event",
+        event_id = %taken.envelope.event_id,
+        request_id = taken.envelope.request_id.as_deref(),
+    );
+    process_one(context, taken).instrument(span).await
+}
+
+async fn process_one(context: &Arc<WorkerContext>, taken: Taken) {
     let Taken { envelope, acker } = taken;
     let (envelopes, ackers) = (
         std::slice::from_ref(&envelope),
@@ -313,14 +351,20 @@ async fn settle(
         .iter()
         .map(|acker| acker.ack(BasicAckOptions::default()));
     for (envelope, acked) in envelopes.iter().zip(join_all(acks).await) {
-        if let Err(error) = acked {
-            tracing::warn!(%error, event_id = %envelope.event_id, "ack failed; the redelivery will be a duplicate");
+        match acked {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(event_id = %envelope.event_id, "ack not sent, the channel is gone; the redelivery will be a duplicate")
+            }
+            Err(error) => {
+                tracing::warn!(%error, event_id = %envelope.event_id, "ack failed; the redelivery will be a duplicate")
+            }
         }
     }
 }
 
 fn record(context: &WorkerContext, envelope: &Envelope, outcome: Outcome, started: Instant) {
-    let outcome_name = outcome.as_str();
+    let outcome_name = outcome.name();
     metrics::counter!("worker_events_total", "kind" => envelope.kind.as_str(), "outcome" => outcome_name)
         .increment(1);
     metrics::histogram!("worker_event_seconds").record(started.elapsed());

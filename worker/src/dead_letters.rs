@@ -21,6 +21,7 @@ use serde_json::json;
 use shared::Envelope;
 use shared::broker::{self, EVENTS_ROUTING_KEY, PublishError, Topology};
 use sqlx::PgPool;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::WorkerContext;
@@ -85,7 +86,20 @@ pub async fn consume(
 }
 
 /// Records a dead letter, or puts back one the broker dead-lettered too early; acks it after.
+/// Its log lines carry the request id of the event (its `correlation_id`), when it has one.
 async fn settle(context: &WorkerContext, topology: &Topology, delivery: Delivery) {
+    let request_id = delivery
+        .properties
+        .correlation_id()
+        .as_ref()
+        .map(|id| id.to_string());
+    let span = tracing::info_span!("dead_letter", request_id);
+    settle_in_span(context, topology, delivery)
+        .instrument(span)
+        .await
+}
+
+async fn settle_in_span(context: &WorkerContext, topology: &Topology, delivery: Delivery) {
     let result = match too_early(context, &delivery).await {
         Ok(Some(event_id)) => put_back(context, topology, &delivery, event_id).await,
         Ok(None) => store(&context.pool, &delivery).await.map_err(Into::into),
@@ -189,6 +203,7 @@ async fn store(pool: &PgPool, delivery: &Delivery) -> Result<(), sqlx::Error> {
         "message_id": event_id,
         "type": kind,
         "content_type": properties.content_type().as_ref().map(|t| t.to_string()),
+        "correlation_id": properties.correlation_id().as_ref().map(|id| id.to_string()),
         "headers": headers,
     });
     sqlx::query(
@@ -199,13 +214,14 @@ async fn store(pool: &PgPool, delivery: &Delivery) -> Result<(), sqlx::Error> {
     )
     .bind(Uuid::now_v7())
     .bind(event_id)
-    .bind(kind)
+    .bind(&kind)
     .bind(uid)
     .bind(described)
     .bind(&delivery.data)
     .execute(pool)
     .await?;
     metrics::counter!("worker_dead_letters_total").increment(1);
+    tracing::warn!(?event_id, kind, "dead letter recorded");
     Ok(())
 }
 
@@ -269,5 +285,25 @@ fn rebuild_properties(described: &serde_json::Value) -> Option<BasicProperties> 
     if let Some(content_type) = described["content_type"].as_str() {
         properties = properties.with_content_type(content_type.into());
     }
+    if let Some(request_id) = described["correlation_id"].as_str() {
+        properties = properties.with_correlation_id(request_id.into());
+    }
     Some(properties)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redriven_message_keeps_its_request_id_and_an_old_one_has_none() {
+        let described = |correlation_id: serde_json::Value| {
+            json!({"message_id": "m", "type": "omi_transcript", "headers": {},
+                   "correlation_id": correlation_id})
+        };
+        let kept = rebuild_properties(&described(json!("req-7"))).unwrap();
+        assert_eq!(kept.correlation_id().as_ref().unwrap().as_str(), "req-7");
+        let old = rebuild_properties(&described(serde_json::Value::Null)).unwrap();
+        assert!(old.correlation_id().is_none());
+    }
 }

@@ -80,6 +80,7 @@ pub async fn run(
     // The recorder first, so the help text and the first samples are kept.
     let _ = shared::telemetry::metrics();
     describe_metrics();
+    zero_metrics();
     let database = db::connect_options(&settings.database_url, settings.database_ca_file.as_ref())?;
     let pool = db::pool(database.clone(), settings.database_max_connections);
     let (stop, stopping) = watch::channel(false);
@@ -190,6 +191,51 @@ async fn finish(context: &WorkerContext, tasks: Vec<JoinHandle<()>>) {
     }
 }
 
+/// Every counter the worker exports, at 0 for each of its label values, and the open circuits
+/// at 0: `rate()` and `increase()` see the first count, and alerts can read a failure that has
+/// not happened yet.
+fn zero_metrics() {
+    use metrics::counter;
+    use outbound::metrics::{AttemptResult, Finished, StatusClass};
+    for kind in shared::EventKind::ALL {
+        for outcome in handlers::Outcome::ALL {
+            counter!("worker_events_total", "kind" => kind.as_str(), "outcome" => outcome.name())
+                .increment(0);
+        }
+        counter!("worker_events_failed_total", "kind" => kind.as_str()).increment(0);
+    }
+    for task in Task::ALL {
+        counter!("worker_task_restarts_total", "task" => task.name()).increment(0);
+    }
+    for step in sweeper::Step::ALL {
+        counter!("worker_sweep_step_failures_total", "step" => step.name()).increment(0);
+    }
+    for result in AttemptResult::ALL {
+        for class in StatusClass::ALL {
+            counter!("outbound_attempts_total", "result" => result.name(), "status_class" => class.name())
+                .increment(0);
+        }
+    }
+    for outcome in Finished::ALL {
+        counter!("outbound_deliveries_total", "outcome" => outcome.name()).increment(0);
+    }
+    for reason in outbound::guard::Refusal::ALL {
+        counter!("outbound_ssrf_refusals_total", "reason" => reason.name()).increment(0);
+    }
+    for name in [
+        "worker_transient_failures_total",
+        "worker_dead_letters_total",
+        "worker_dead_letters_put_back_total",
+        "audio_chunks_late_total",
+        "outbound_events_caught_up_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    // Incremented and decremented as circuits open and close; one worker per process but
+    // tests, which run several and so see their sum.
+    metrics::gauge!("outbound_circuits_open").increment(0.0);
+}
+
 /// Help text of the metrics of supervision, sweeping and dead-lettering (the recorder shows it
 /// once a metric is set).
 fn describe_metrics() {
@@ -235,8 +281,6 @@ fn describe_metrics() {
         "worker_dead_letters_total",
         "Poison messages recorded in dead_letters"
     );
-    // From 0, so the first dead letter is an increase an alert sees.
-    metrics::counter!("worker_dead_letters_total").increment(0);
     describe_counter!(
         "worker_dead_letters_put_back_total",
         "Messages the broker dead-lettered for its own delivery limit before the worker's count said poison, published back to the events exchange"

@@ -1,8 +1,9 @@
 //! The periodic work of a worker that no message triggers: folding due audio chunks, stopping
 //! idle streams, completing quiet transcript sessions, fanning out outbox rows written without
-//! their deliveries, and folding the delivery counts' changes ([`outbound::counts`]). Safe with any number of workers: each unit of work is claimed with
-//! `FOR UPDATE SKIP LOCKED`, so one worker at a time owns it. The steps are independent: one
-//! that fails does not keep the others from running.
+//! their deliveries, and folding the delivery counts' changes ([`outbound::counts`]). Safe
+//! with any number of workers: each unit of work is claimed with `FOR UPDATE SKIP LOCKED`, so
+//! one worker at a time owns it. The steps are independent: one that fails does not keep the
+//! others from running.
 
 use std::sync::Arc;
 
@@ -35,11 +36,11 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
 /// is logged, counts as no work, and is tried again next tick.
 async fn sweep(context: &WorkerContext) -> usize {
     let (pool, audio) = (&context.pool, &context.settings.audio);
-    let folded = step("fold_due", stream::fold_due(pool, audio)).await;
-    let stopped = step("stop_idle", stream::stop_idle(pool, audio)).await;
+    let folded = step(Step::FoldDue, stream::fold_due(pool, audio)).await;
+    let stopped = step(Step::StopIdle, stream::stop_idle(pool, audio)).await;
     let idle = context.settings.session_idle;
-    let completed = step("complete_idle", sessions::complete_idle(pool, idle)).await;
-    let caught_up = step("fan_out", async {
+    let completed = step(Step::CompleteIdle, sessions::complete_idle(pool, idle)).await;
+    let caught_up = step(Step::FanOut, async {
         dispatch::fan_out(pool)
             .await
             .map(|fanned| fanned.events as usize)
@@ -49,18 +50,48 @@ async fn sweep(context: &WorkerContext) -> usize {
         outbound::metrics::caught_up(caught_up as _);
     }
     // Counts are bookkeeping: folding them is no work for the delivery loop.
-    step("fold_counts", counts::fold(pool)).await;
+    step(Step::FoldCounts, counts::fold(pool)).await;
     folded + stopped + completed + caught_up
+}
+
+/// The steps of a pass; their names are the `step` label of `worker_sweep_step_failures_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    FoldDue,
+    StopIdle,
+    CompleteIdle,
+    FanOut,
+    FoldCounts,
+}
+
+impl Step {
+    pub const ALL: [Step; 5] = [
+        Step::FoldDue,
+        Step::StopIdle,
+        Step::CompleteIdle,
+        Step::FanOut,
+        Step::FoldCounts,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::FoldDue => "fold_due",
+            Step::StopIdle => "stop_idle",
+            Step::CompleteIdle => "complete_idle",
+            Step::FanOut => "fan_out",
+            Step::FoldCounts => "fold_counts",
+        }
+    }
 }
 
 /// Runs one sweep step; its error is logged (with the step's name) and counts as no work.
 async fn step(
-    name: &'static str,
+    step: Step,
     work: impl std::future::Future<Output = Result<usize, sqlx::Error>>,
 ) -> usize {
     work.await.unwrap_or_else(|error| {
-        tracing::warn!(%error, step = name, "sweep step failed; retrying next tick");
-        metrics::counter!("worker_sweep_step_failures_total", "step" => name).increment(1);
+        tracing::warn!(%error, step = step.name(), "sweep step failed; retrying next tick");
+        metrics::counter!("worker_sweep_step_failures_total", "step" => step.name()).increment(1);
         0
     })
 }

@@ -312,6 +312,7 @@ async fn values_the_worker_cannot_use_are_kept_raw_and_never_fail_the_event() {
         received_at: chrono::Utc::now(),
         sample_rate: None,
         payload: serde_json::to_vec(&payload).unwrap().into(),
+        request_id: None,
     };
     let envelopes = [
         envelope(

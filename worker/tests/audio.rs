@@ -28,6 +28,7 @@ fn chunk_envelopes(uid: &str, chunks: Vec<Vec<u8>>) -> Vec<Envelope> {
             received_at: accepted + Duration::milliseconds(n as i64),
             sample_rate: Some(16_000),
             payload: Bytes::from(pcm),
+            request_id: None,
         })
         .collect()
 }

@@ -1,7 +1,7 @@
-//! SIGTERM to the real `worker` binary while it works through a backlog: it exits within
-//! `SHUTDOWN_TIMEOUT_MS`, every event is then either stored or back on the queue (none lost,
-//! none counted as a failure, at most a prefetch's worth both), and the next worker stores the
-//! rest, each once. SIGTERM while deliveries are in flight: the worker finishes and records
+//! SIGTERM to the real `worker` binary while it works through a backlog, four times in a row:
+//! each exits within `SHUTDOWN_TIMEOUT_MS`, every event is then either stored or back on the
+//! queue (none lost, none counted as a failure, hardly any committed event redelivered), and
+//! the next worker stores the rest, each once. SIGTERM while deliveries are in flight: the worker finishes and records
 //! its batches before it exits, so the next worker sends none of them again.
 
 mod harness;
@@ -19,8 +19,10 @@ use worker::outbound::outbox::EventType;
 
 const EVENTS: &str = "SELECT count(*) FROM inbound_events";
 const BACKLOG: i64 = 3_000;
-/// `WORKER_PREFETCH`'s default: the most messages the worker holds unacknowledged.
-const PREFETCH: u16 = 64;
+/// SIGTERMs in a row, each to a new worker binary part way through the same backlog.
+const STOPS: usize = 4;
+/// `WORKER_BATCH`'s default: the events one transaction commits.
+const BATCH: i64 = 16;
 
 /// Waits for `child` to exit, successfully, within `bound`.
 async fn exits_within(child: &mut tokio::process::Child, bound: Duration) {
@@ -33,7 +35,7 @@ async fn exits_within(child: &mut tokio::process::Child, bound: Duration) {
 }
 
 #[tokio::test]
-async fn sigterm_mid_backlog_stops_in_bound_and_loses_nothing() {
+async fn sigterm_mid_backlog_stops_in_bound_and_returns_only_what_was_not_stored() {
     let mut pipeline = TestPipeline::start_with_workers(0).await;
     let body = fixture("omi/realtime_transcript.json");
     let events: Vec<_> = (0..BACKLOG)
@@ -49,34 +51,50 @@ async fn sigterm_mid_backlog_stops_in_bound_and_loses_nothing() {
         .collect();
     pipeline.broker.publish_all(&events).await;
     let database_url = pipeline.database.url.clone();
-    let mut worker = pipeline
-        .spawn_worker_binary(&database_url, &[("SHUTDOWN_TIMEOUT_MS", "3000")])
+    let mut returned_in_all = 0;
+    for stop in 1..=STOPS {
+        let before = pipeline.count(EVENTS).await;
+        let mut worker = pipeline
+            .spawn_worker_binary(&database_url, &[("SHUTDOWN_TIMEOUT_MS", "3000")])
+            .await;
+        eventually(20, "the worker well into the backlog", || async {
+            (pipeline.count(EVENTS).await >= before + 200).then_some(())
+        })
         .await;
-    eventually(20, "the worker well into the backlog", || async {
-        (pipeline.count(EVENTS).await >= 200).then_some(())
-    })
-    .await;
 
-    terminate(&worker);
-    exits_within(&mut worker, Duration::from_secs(5)).await;
+        terminate(&worker);
+        exits_within(&mut worker, Duration::from_secs(5)).await;
 
-    let stored = pipeline.count(EVENTS).await;
-    assert!(stored < BACKLOG, "the backlog was done before the SIGTERM");
-    // Every event is stored or back on the queue. A few may be both: stored, but their acks
-    // did not reach the broker before the connection closed (seen in about one run in four);
-    // the next worker finds them stored. Never more than the worker held (its prefetch).
-    let ready = eventually(10, "every event stored or back on the queue", || async {
-        let ready = i64::from(pipeline.broker.events_ready().await);
-        (stored + ready >= BACKLOG).then_some(ready)
-    })
-    .await;
-    let returned_after_commit = stored + ready - BACKLOG;
-    eprintln!(
-        "stored {stored}, back on the queue {ready}, of which stored already {returned_after_commit}"
-    );
+        let stored = pipeline.count(EVENTS).await;
+        assert!(
+            stored < BACKLOG,
+            "the backlog was done before SIGTERM {stop}"
+        );
+        // Every event is stored or back on the queue. Since the consumer closes its channels
+        // before its connection, none is both when this test runs alone (0 in 12 stops); under
+        // a loaded machine a stop has still returned a few committed events (8, once in 4
+        // stops during a full workspace run), so each stop is held to at most one batch and
+        // the four together to less than one stop returned before the fix (32). The next
+        // worker finds those stored.
+        let ready = eventually(10, "every event stored or back on the queue", || async {
+            let ready = i64::from(pipeline.broker.events_ready().await);
+            (stored + ready >= BACKLOG).then_some(ready)
+        })
+        .await;
+        let returned_after_commit = stored + ready - BACKLOG;
+        eprintln!(
+            "stop {stop}: stored {stored}, back on the queue {ready}, of which stored already \
+             {returned_after_commit}"
+        );
+        assert!(
+            returned_after_commit <= BATCH,
+            "stop {stop}: {returned_after_commit} stored events returned to the queue"
+        );
+        returned_in_all += returned_after_commit;
+    }
     assert!(
-        returned_after_commit <= i64::from(PREFETCH),
-        "{returned_after_commit} stored events returned to the queue"
+        returned_in_all < 32,
+        "{returned_in_all} stored events returned to the queue over {STOPS} stops"
     );
 
     pipeline.add_worker().await;

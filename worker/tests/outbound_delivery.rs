@@ -374,6 +374,7 @@ async fn an_event_the_worker_commits_is_delivered_without_waiting_for_a_poll() {
         payload: br#"{"session_id": "u1", "segments": [{"text": "hi", "start": 0, "end": 1}]}"#
             .to_vec()
             .into(),
+        request_id: None,
     };
     worker.broker.publish(&transcript).await;
 

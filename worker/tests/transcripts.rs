@@ -116,6 +116,7 @@ async fn a_redelivered_message_is_stored_once() {
         received_at: chrono::Utc::now(),
         sample_rate: None,
         payload: bytes::Bytes::from(fixture("omi/realtime_transcript.json")),
+        request_id: None,
     };
     pipeline.broker.publish(&original).await;
     pipeline

@@ -313,6 +313,8 @@ pub fn envelope(
         received_at: Utc::now(),
         sample_rate: inbound.sample_rate,
         payload: inbound.payload,
+        // Always there and sane: [`crate::request_id::assign`] wrote it.
+        request_id: header(headers, crate::request_id::HEADER).map(str::to_owned),
     })
 }
 

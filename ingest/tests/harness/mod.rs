@@ -181,7 +181,7 @@ impl TestIngest {
     }
 }
 
-const JSON: (&str, &str) = ("content-type", "application/json");
+pub const JSON: (&str, &str) = ("content-type", "application/json");
 
 /// The default test settings: every source configured with the harness's credentials.
 pub fn test_settings(broker: BrokerSettings) -> IngestSettings {

@@ -35,8 +35,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The `outcome` label of `worker_events_total`.
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [Outcome; 3] = [Outcome::Stored, Outcome::Duplicate, Outcome::Erased];
+
+    /// The `outcome` label of `worker_events_total` and of the `LOG_EVENTS` line.
+    pub fn name(self) -> &'static str {
         match self {
             Outcome::Stored => "stored",
             Outcome::Duplicate => "duplicate",

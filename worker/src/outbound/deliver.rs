@@ -324,6 +324,6 @@ async fn finish_unattempted(pool: &PgPool, claimed: &Claimed) -> Result<(), sqlx
     .bind(claimed.attempts)
     .execute(pool)
     .await?;
-    super::metrics::finished("failed");
+    super::metrics::finished(super::metrics::Finished::Failed);
     Ok(())
 }

@@ -25,10 +25,69 @@ pub enum GuardError {
     #[error("the URL must be http or https with a host")]
     BadUrl,
     #[error(
-        "destination refused: {0} is a special-purpose address (loopback, private, link-local, \
-         reserved, multicast, translated or similar)"
+        "destination refused: {target} is a special-purpose address ({reason}; loopback, \
+         private, link-local, reserved, multicast, translated or similar)",
+        reason = reason.name()
     )]
-    Refused(String),
+    Refused { target: String, reason: Refusal },
+}
+
+impl GuardError {
+    /// A refusal, counted in `outbound_ssrf_refusals_total{reason}`.
+    fn refused(target: String, reason: Refusal) -> Self {
+        super::metrics::ssrf_refused(reason);
+        GuardError::Refused { target, reason }
+    }
+}
+
+/// The kind of special-purpose address a destination is: the `reason` label of
+/// `outbound_ssrf_refusals_total`. An address that carries an IPv4 address is named by the
+/// refused IPv4 address inside it when there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `0.0.0.0/8`, `::`.
+    ThisNetwork,
+    /// RFC 1918, IPv6 unique local and site-local.
+    Private,
+    /// `100.64.0.0/10` (carrier-grade NAT; some clouds' metadata).
+    Shared,
+    Loopback,
+    /// `169.254.0.0/16` (cloud metadata), `fe80::/10`.
+    LinkLocal,
+    Documentation,
+    Multicast,
+    /// IPv6 translation and tunnelling prefixes (NAT64, 6to4, IPv4-compatible) not allowed.
+    Translated,
+    /// Everything else of the registries: protocol assignments, benchmarking, AS112, future use.
+    Reserved,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 9] = [
+        Refusal::ThisNetwork,
+        Refusal::Private,
+        Refusal::Shared,
+        Refusal::Loopback,
+        Refusal::LinkLocal,
+        Refusal::Documentation,
+        Refusal::Multicast,
+        Refusal::Translated,
+        Refusal::Reserved,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::ThisNetwork => "this_network",
+            Refusal::Private => "private",
+            Refusal::Shared => "shared",
+            Refusal::Loopback => "loopback",
+            Refusal::LinkLocal => "link_local",
+            Refusal::Documentation => "documentation",
+            Refusal::Multicast => "multicast",
+            Refusal::Translated => "translated",
+            Refusal::Reserved => "reserved",
+        }
+    }
 }
 
 /// Which destinations outbound requests may reach.
@@ -45,19 +104,31 @@ impl TargetGuard {
     /// True when `ip`, and every IPv4 address embedded in it, is either outside every
     /// special-purpose range or inside `ALLOWED_TARGET_CIDRS`.
     pub fn permits(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.permits_one(ip)
-            && match ip {
-                IpAddr::V4(_) => true,
-                IpAddr::V6(v6) => embedded_ipv4(v6)
-                    .into_iter()
-                    .all(|inner| self.permits_one(IpAddr::V4(inner))),
-            }
+        self.refusal(ip).is_none()
     }
 
-    /// The address alone: public, or allowed.
-    fn permits_one(&self, ip: IpAddr) -> bool {
-        !is_special_purpose(ip) || self.allowed.iter().any(|net| net.contains(&ip))
+    /// Why `ip` is refused: an IPv4 address embedded in it that is refused, else the address
+    /// itself when it is special-purpose and not allowed; `None` when it may be reached.
+    pub fn refusal(&self, ip: IpAddr) -> Option<Refusal> {
+        let ip = ip.to_canonical();
+        let inner = match ip {
+            IpAddr::V4(_) => None,
+            IpAddr::V6(v6) => embedded_ipv4(v6)
+                .into_iter()
+                .find_map(|inner| self.refusal_one(IpAddr::V4(inner))),
+        };
+        let own = self.refusal_one(ip);
+        match ip {
+            // IPv4-compatible in form only: named as themselves.
+            IpAddr::V6(v6) if v6.is_loopback() || v6.is_unspecified() => own.or(inner),
+            _ => inner.or(own),
+        }
+    }
+
+    /// The address alone: refused when special-purpose and not allowed.
+    fn refusal_one(&self, ip: IpAddr) -> Option<Refusal> {
+        let reason = special_purpose(ip)?;
+        (!self.allowed.iter().any(|net| net.contains(&ip))).then_some(reason)
     }
 
     /// Checks a URL's scheme and, when its host is an IP literal, the address itself. Host
@@ -71,10 +142,9 @@ impl TargetGuard {
         let Ok(ip) = literal.parse::<IpAddr>() else {
             return Ok(());
         };
-        if self.permits(ip) {
-            Ok(())
-        } else {
-            Err(GuardError::Refused(ip.to_string()))
+        match self.refusal(ip) {
+            None => Ok(()),
+            Some(reason) => Err(GuardError::refused(ip.to_string(), reason)),
         }
     }
 }
@@ -90,25 +160,25 @@ const fn v6(segments: [u16; 8], prefix: u8) -> Ipv6Net {
 
 /// Every entry of the IANA IPv4 special-purpose address registry, globally reachable or not
 /// (none is a place a webhook should go), plus multicast.
-const SPECIAL_V4: [Ipv4Net; 18] = [
-    v4(0, 0, 0, 0, 8),       // "this network"
-    v4(10, 0, 0, 0, 8),      // private
-    v4(100, 64, 0, 0, 10),   // shared address space (CGNAT; a cloud metadata address)
-    v4(127, 0, 0, 0, 8),     // loopback
-    v4(169, 254, 0, 0, 16),  // link-local (cloud metadata at 169.254.169.254)
-    v4(172, 16, 0, 0, 12),   // private
-    v4(192, 0, 0, 0, 24),    // IETF protocol assignments (DS-Lite, NAT64 discovery, metadata)
-    v4(192, 0, 2, 0, 24),    // documentation (TEST-NET-1)
-    v4(192, 31, 196, 0, 24), // AS112-v4
-    v4(192, 52, 193, 0, 24), // AMT
-    v4(192, 88, 99, 0, 24),  // deprecated 6to4 relay anycast
-    v4(192, 168, 0, 0, 16),  // private
-    v4(192, 175, 48, 0, 24), // direct delegation AS112
-    v4(198, 18, 0, 0, 15),   // benchmarking
-    v4(198, 51, 100, 0, 24), // documentation (TEST-NET-2)
-    v4(203, 0, 113, 0, 24),  // documentation (TEST-NET-3)
-    v4(224, 0, 0, 0, 4),     // multicast
-    v4(240, 0, 0, 0, 4),     // reserved, with the limited broadcast address 255.255.255.255
+const SPECIAL_V4: [(Ipv4Net, Refusal); 18] = [
+    (v4(0, 0, 0, 0, 8), Refusal::ThisNetwork), // "this network"
+    (v4(10, 0, 0, 0, 8), Refusal::Private),    // private
+    (v4(100, 64, 0, 0, 10), Refusal::Shared),  // shared address space (CGNAT; cloud metadata)
+    (v4(127, 0, 0, 0, 8), Refusal::Loopback),  // loopback
+    (v4(169, 254, 0, 0, 16), Refusal::LinkLocal), // link-local (cloud metadata at 169.254.169.254)
+    (v4(172, 16, 0, 0, 12), Refusal::Private), // private
+    (v4(192, 0, 0, 0, 24), Refusal::Reserved), // IETF protocol assignments
+    (v4(192, 0, 2, 0, 24), Refusal::Documentation), // documentation (TEST-NET-1)
+    (v4(192, 31, 196, 0, 24), Refusal::Reserved), // AS112-v4
+    (v4(192, 52, 193, 0, 24), Refusal::Reserved), // AMT
+    (v4(192, 88, 99, 0, 24), Refusal::Reserved), // deprecated 6to4 relay anycast
+    (v4(192, 168, 0, 0, 16), Refusal::Private), // private
+    (v4(192, 175, 48, 0, 24), Refusal::Reserved), // direct delegation AS112
+    (v4(198, 18, 0, 0, 15), Refusal::Reserved), // benchmarking
+    (v4(198, 51, 100, 0, 24), Refusal::Documentation), // documentation (TEST-NET-2)
+    (v4(203, 0, 113, 0, 24), Refusal::Documentation), // documentation (TEST-NET-3)
+    (v4(224, 0, 0, 0, 4), Refusal::Multicast), // multicast
+    (v4(240, 0, 0, 0, 4), Refusal::Reserved),  // reserved, and broadcast
 ];
 
 /// IPv4-compatible addresses (deprecated), `::` and `::1` among them: `::a.b.c.d`.
@@ -123,35 +193,55 @@ const TEREDO: Ipv6Net = v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 32);
 /// Every entry of the IANA IPv6 special-purpose address registry, plus site-local and
 /// multicast. Addresses outside global unicast ([`GLOBAL_UNICAST_V6`]) are refused as well;
 /// the entries outside it are listed all the same, so this table reads as the registry does.
-const SPECIAL_V6: [Ipv6Net; 16] = [
-    IPV4_COMPATIBLE,
-    v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), // IPv4-mapped (judged as its IPv4 address)
-    NAT64,
-    v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), // NAT64 local-use prefix
-    v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64),     // discard-only
-    v6([0x100, 0, 0, 1, 0, 0, 0, 0], 64),     // dummy prefix
-    v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23),    // IETF protocol assignments (Teredo, ORCHID...)
-    v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), // documentation
-    SIX_TO_FOUR,
-    v6([0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48), // direct delegation AS112
-    v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),         // documentation
-    v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16),         // segment routing (SRv6) SIDs
-    v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),          // unique local
-    v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),         // link-local
-    v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10),         // site-local (deprecated)
-    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8),          // multicast
+const SPECIAL_V6: [(Ipv6Net, Refusal); 16] = [
+    (IPV4_COMPATIBLE, Refusal::Translated),
+    (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), Refusal::Translated), // IPv4-mapped (judged as IPv4)
+    (NAT64, Refusal::Translated),
+    (
+        v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48),
+        Refusal::Translated,
+    ), // NAT64 local-use prefix
+    (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), Refusal::Reserved), // discard-only
+    (v6([0x100, 0, 0, 1, 0, 0, 0, 0], 64), Refusal::Reserved), // dummy prefix
+    (v6([0x2001, 0, 0, 0, 0, 0, 0, 0], 23), Refusal::Reserved), // IETF (Teredo, ORCHID...)
+    (
+        v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32),
+        Refusal::Documentation,
+    ), // documentation
+    (SIX_TO_FOUR, Refusal::Translated),
+    (
+        v6([0x2620, 0x4f, 0x8000, 0, 0, 0, 0, 0], 48),
+        Refusal::Reserved,
+    ), // direct delegation AS112
+    (
+        v6([0x3fff, 0, 0, 0, 0, 0, 0, 0], 20),
+        Refusal::Documentation,
+    ), // documentation
+    (v6([0x5f00, 0, 0, 0, 0, 0, 0, 0], 16), Refusal::Reserved), // segment routing (SRv6) SIDs
+    (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), Refusal::Private),   // unique local
+    (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), Refusal::LinkLocal), // link-local
+    (v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), Refusal::Private),  // site-local (deprecated)
+    (v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), Refusal::Multicast), // multicast
 ];
 
 /// The only IPv6 block IANA allocates for global unicast; the rest is reserved.
 const GLOBAL_UNICAST_V6: Ipv6Net = v6([0x2000, 0, 0, 0, 0, 0, 0, 0], 3);
 
-/// True when `ip` is in a special-purpose range (see [`SPECIAL_V4`] and [`SPECIAL_V6`]).
-fn is_special_purpose(ip: IpAddr) -> bool {
+/// The kind of special-purpose range `ip` is in (see [`SPECIAL_V4`] and [`SPECIAL_V6`]), or
+/// `None` for an address a webhook may go to.
+fn special_purpose(ip: IpAddr) -> Option<Refusal> {
     match ip {
-        IpAddr::V4(ip) => SPECIAL_V4.iter().any(|net| net.contains(&ip)),
-        IpAddr::V6(ip) => {
-            !GLOBAL_UNICAST_V6.contains(&ip) || SPECIAL_V6.iter().any(|net| net.contains(&ip))
-        }
+        IpAddr::V4(ip) => SPECIAL_V4
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map(|(_, reason)| *reason),
+        IpAddr::V6(ip) if ip.is_loopback() => Some(Refusal::Loopback),
+        IpAddr::V6(ip) if ip.is_unspecified() => Some(Refusal::ThisNetwork),
+        IpAddr::V6(ip) => SPECIAL_V6
+            .iter()
+            .find(|(net, _)| net.contains(&ip))
+            .map(|(_, reason)| *reason)
+            .or_else(|| (!GLOBAL_UNICAST_V6.contains(&ip)).then_some(Refusal::Reserved)),
     }
 }
 
@@ -194,8 +284,12 @@ impl Resolve for GuardedResolver {
                 .filter(|addr| guard.permits(addr.ip()))
                 .collect();
             if permitted.is_empty() {
+                let reason = resolved
+                    .iter()
+                    .find_map(|addr| guard.refusal(addr.ip()))
+                    .unwrap_or(Refusal::Reserved);
                 let refused = format!("{host} ({resolved:?})");
-                return Err(Box::new(GuardError::Refused(refused)) as _);
+                return Err(Box::new(GuardError::refused(refused, reason)) as _);
             }
             Ok(Box::new(permitted.into_iter()) as Addrs)
         })
@@ -209,7 +303,7 @@ mod tests {
     fn refuses(guard: &TargetGuard, url: &str) -> bool {
         matches!(
             guard.check_url(&Url::parse(url).unwrap()),
-            Err(GuardError::Refused(_))
+            Err(GuardError::Refused { .. })
         )
     }
 
@@ -283,6 +377,35 @@ mod tests {
         for literal in REFUSED_BY_DEFAULT {
             assert!(!guard.permits(ip(literal)), "{literal} was permitted");
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_kind_of_address() {
+        use Refusal::*;
+        let guard = TargetGuard::default();
+        for (literal, reason) in [
+            ("0.0.0.0", ThisNetwork),
+            ("::", ThisNetwork),
+            ("10.0.0.1", Private),
+            ("::ffff:10.0.0.1", Private),
+            ("fd00::1", Private),
+            ("100.64.0.1", Shared),
+            ("127.0.0.1", Loopback),
+            ("::1", Loopback),
+            ("64:ff9b::127.0.0.1", Loopback),
+            ("169.254.169.254", LinkLocal),
+            ("fe80::1", LinkLocal),
+            ("192.0.2.1", Documentation),
+            ("2001:db8::1", Documentation),
+            ("224.0.0.1", Multicast),
+            ("ff02::1", Multicast),
+            ("64:ff9b::8.8.8.8", Translated),
+            ("198.18.0.1", Reserved),
+            ("4000::1", Reserved),
+        ] {
+            assert_eq!(guard.refusal(ip(literal)), Some(reason), "{literal}");
+        }
+        assert_eq!(guard.refusal(ip("8.8.8.8")), None);
     }
 
     #[test]

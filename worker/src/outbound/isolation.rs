@@ -6,8 +6,8 @@
 //! The state is this worker's own, in memory: the delivery loop claims of each endpoint no more
 //! than its [`Room`], and nothing of a blocked one (the claim drops it before reading any of its
 //! deliveries), so they stay in Postgres for later (or for another worker) and take no slot of
-//! the global concurrency. With several workers the rate limit
-//! and concurrency bound apply per worker.
+//! the global concurrency. With several workers the rate limit and concurrency bound apply per
+//! worker. `outbound_circuits_open` counts this worker's open (and half-open) circuits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -199,6 +199,7 @@ impl Isolation {
         let Some(state) = endpoints.get_mut(&endpoint) else {
             return;
         };
+        let was_open = state.open_until.is_some();
         if healthy {
             state.consecutive_failures = 0;
             state.open_until = None;
@@ -207,6 +208,9 @@ impl Isolation {
             if state.probing || state.consecutive_failures >= self.failure_threshold {
                 state.open_until = Some(Instant::now() + self.cooldown);
             }
+        }
+        if was_open != state.open_until.is_some() {
+            super::metrics::circuit_changed(!was_open);
         }
     }
 }

@@ -36,7 +36,7 @@ pub mod erase;
 pub mod guard;
 pub mod isolation;
 pub mod manual;
-pub(crate) mod metrics;
+pub mod metrics;
 pub mod outbox;
 pub mod poller;
 pub mod schedule;

@@ -104,6 +104,13 @@ impl TestWorker {
             .bearer_auth(ADMIN_TOKEN)
     }
 
+    /// The value of one series in this worker's `/metrics`, named with its labels as exported
+    /// (`outbound_ssrf_refusals_total{reason="private"}`); `None` when it is not there.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let response = self.client.get(self.url("/metrics")).send().await.ok()?;
+        sample(&response.text().await.ok()?, series)
+    }
+
     /// `POST /v1/endpoints`; panics unless 201. Returns the endpoint's JSON.
     pub async fn create_endpoint(&self, body: Value) -> Value {
         create_endpoint(self.admin(reqwest::Method::POST, "/v1/endpoints"), body).await
@@ -280,6 +287,14 @@ pub async fn spawn_worker_binary(
     })
     .await;
     child
+}
+
+/// The value of `series` (a name with its labels, as exported) in a Prometheus exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }
 
 /// Sends SIGTERM to `child`, as an orchestrator stopping it does.
@@ -476,6 +491,7 @@ pub fn envelope(
         received_at: chrono::Utc::now(),
         sample_rate: None,
         payload: payload.into(),
+        request_id: None,
     }
 }
 
