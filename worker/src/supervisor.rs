@@ -1,5 +1,5 @@
-//! Supervision of the worker's long-running tasks (the consumer, the sweeper and the delivery
-//! loop): a task that panics, or returns while the worker is not stopping, is logged, counted
+//! Supervision of the worker's long-running tasks (the consumer, the sweeper, the delivery
+//! loop and retention): a task that panics, or returns while the worker is not stopping, is logged, counted
 //! in `worker_task_restarts_total{task}`, shown as down in `worker_task_up{task}` and in
 //! `/readyz`, and started again after a backoff (100 ms doubling to 5 s; back to 100 ms once a
 //! run has lasted a minute).
@@ -25,16 +25,23 @@ pub enum Task {
     Consumer,
     Sweeper,
     Deliveries,
+    Retention,
 }
 
 impl Task {
-    pub const ALL: [Task; 3] = [Task::Consumer, Task::Sweeper, Task::Deliveries];
+    pub const ALL: [Task; 4] = [
+        Task::Consumer,
+        Task::Sweeper,
+        Task::Deliveries,
+        Task::Retention,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Task::Consumer => "consumer",
             Task::Sweeper => "sweeper",
             Task::Deliveries => "deliveries",
+            Task::Retention => "retention",
         }
     }
 }
