@@ -166,7 +166,8 @@ impl<'a> Pass<'a> {
         self.outbox(place).await?;
         self.by_key(&INBOUND_EVENTS, retain.inbound_events).await?;
         self.by_key(&DEAD_LETTERS, retain.dead_letters).await?;
-        self.by_key(&PROCESSING_FAILURES, retain.dead_letters).await?;
+        self.by_key(&PROCESSING_FAILURES, retain.dead_letters)
+            .await?;
         for walk in [&TRANSCRIPT_SESSIONS, &MEMORY_EVENTS, &DAY_SUMMARIES] {
             self.by_key(walk, retain.transcripts).await?;
         }
@@ -206,7 +207,11 @@ impl<'a> Pass<'a> {
         paused && !*self.stopping.borrow()
     }
 
-    async fn by_key(&mut self, walk: &KeyWalk, retain: Option<Duration>) -> Result<(), sqlx::Error> {
+    async fn by_key(
+        &mut self,
+        walk: &KeyWalk,
+        retain: Option<Duration>,
+    ) -> Result<(), sqlx::Error> {
         let Some(retain) = retain else { return Ok(()) };
         let (cut, sql) = (self.cut(retain), walk.sql());
         let mut after = Uuid::nil();
@@ -226,7 +231,11 @@ impl<'a> Pass<'a> {
         }
     }
 
-    async fn by_scan(&mut self, walk: &ScanWalk, retain: Option<Duration>) -> Result<(), sqlx::Error> {
+    async fn by_scan(
+        &mut self,
+        walk: &ScanWalk,
+        retain: Option<Duration>,
+    ) -> Result<(), sqlx::Error> {
         let Some(retain) = retain else { return Ok(()) };
         let (cut, sql) = (self.cut(retain), walk.sql());
         loop {
@@ -284,7 +293,10 @@ impl<'a> Pass<'a> {
         if place.since.elapsed() >= REWALK {
             *place = Place::default();
         }
-        let failed_bound = self.settings.failed_deliveries.map(|r| v7_floor(self.cut(r)));
+        let failed_bound = self
+            .settings
+            .failed_deliveries
+            .map(|r| v7_floor(self.cut(r)));
         if let Some(retain) = self.settings.outbox {
             let start = place.outbox.max(failed_bound.unwrap_or_default());
             place.outbox = self

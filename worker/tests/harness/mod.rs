@@ -106,14 +106,7 @@ impl TestWorker {
 
     /// `POST /v1/endpoints`; panics unless 201. Returns the endpoint's JSON.
     pub async fn create_endpoint(&self, body: Value) -> Value {
-        let response = self
-            .admin(reqwest::Method::POST, "/v1/endpoints")
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), 201, "{:?}", response.text().await);
-        response.json().await.expect("endpoint JSON")
+        create_endpoint(&self.client, &self.url("/v1/endpoints"), body).await
     }
 
     /// A stopped worker's database with `count` endpoints for every event type at a port nobody
@@ -208,6 +201,19 @@ impl TestWorker {
         })
         .await
     }
+}
+
+/// `POST <url>` (a worker's `/v1/endpoints`) with the admin token; panics unless 201.
+async fn create_endpoint(client: &reqwest::Client, url: &str, body: Value) -> Value {
+    let response = client
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    response.json().await.expect("endpoint JSON")
 }
 
 async fn spawn(settings: WorkerSettings) -> Spawned {
@@ -605,18 +611,36 @@ impl TestPipeline {
 
     /// `POST <path>` to ingest with `headers` and `body`; ingest must answer 202.
     pub async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) {
+        self.post_for_id(path, headers, body).await;
+    }
+
+    /// Like [`Self::post`]; returns the `event_id` ingest answered.
+    pub async fn post_for_id(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Uuid {
         let mut request = self.client.post(self.ingest.url(path)).body(body);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
         let response = request.send().await.expect("request");
         let status = response.status();
-        assert_eq!(
-            status,
-            202,
-            "POST {path}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, 202, "POST {path}: {text}");
+        let accepted: Value = serde_json::from_str(&text).expect("a JSON answer");
+        accepted["event_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("an event_id")
+    }
+
+    /// Posts PCM16 audio at 16 kHz to `/v1/omi/audio` as user `uid`; returns its event id.
+    pub async fn post_omi_audio(&self, uid: &str, pcm: Vec<u8>) -> Uuid {
+        let path = format!("/v1/omi/audio?key={OMI_KEY}&uid={uid}&sample_rate=16000");
+        let octets = vec![("content-type", "application/octet-stream".to_owned())];
+        self.post_for_id(&path, &octets, pcm).await
+    }
+
+    /// `POST /v1/endpoints` on the first worker; panics unless 201. Returns the endpoint.
+    pub async fn create_endpoint(&self, body: Value) -> Value {
+        create_endpoint(&self.client, &self.workers[0].url("/v1/endpoints"), body).await
     }
 
     /// Posts a fixture to an Omi route as user `uid`.
