@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] [retention]
-//!                                                measure (all seven by default), print markdown
+//!                                                measure (all but retention by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
@@ -87,7 +87,8 @@ async fn main() -> anyhow::Result<()> {
         ["run", which @ ..] => {
             let all = which.is_empty();
             let wants = |name: &str| all || which.contains(&name);
-            print!("{}", run(wants).await?);
+            let explicit = |name: &str| which.contains(&name);
+            print!("{}", run(wants, explicit).await?);
             Ok(())
         }
         _ => anyhow::bail!(
@@ -96,7 +97,10 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+async fn run(
+    wants: impl Fn(&str) -> bool,
+    explicit: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
     let plan = Plan::from_env()?;
     let stack = Stack::from_env();
     let mut out = format!(
@@ -165,7 +169,8 @@ async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         let runs = slow_clients::measure(&stack, &plan).await?;
         out.push_str(&slow_clients::table(&runs));
     }
-    if wants("retention") {
+    // About a minute a run (three by default): run only when named.
+    if explicit("retention") {
         out.push_str(
             "\n## Retention: its cost to one worker, and bytes on disk\n\n\
              The worker alone on a backlog of transcripts, retention off and on in the same run; \
