@@ -2,8 +2,8 @@
 //! with local PostgreSQL and RabbitMQ, and the markdown they report.
 //!
 //! ```text
-//! bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients]
-//!                                                measure (all six by default), print markdown
+//! bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] [retention]
+//!                                                measure (all but retention by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
@@ -22,6 +22,7 @@ mod floors;
 mod ingest;
 mod report;
 mod requests;
+mod retention;
 mod scale_out;
 mod slow_clients;
 mod storage_floor;
@@ -86,16 +87,20 @@ async fn main() -> anyhow::Result<()> {
         ["run", which @ ..] => {
             let all = which.is_empty();
             let wants = |name: &str| all || which.contains(&name);
-            print!("{}", run(wants).await?);
+            let explicit = |name: &str| which.contains(&name);
+            print!("{}", run(wants, explicit).await?);
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] | bench floor http|publish ADDR"
+            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] [retention] | bench floor http|publish ADDR"
         ),
     }
 }
 
-async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
+async fn run(
+    wants: impl Fn(&str) -> bool,
+    explicit: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
     let plan = Plan::from_env()?;
     let stack = Stack::from_env();
     let mut out = format!(
@@ -164,6 +169,17 @@ async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
         ));
         let runs = slow_clients::measure(&stack, &plan).await?;
         out.push_str(&slow_clients::table(&runs));
+    }
+    // About a minute a run (three by default): run only when named.
+    if explicit("retention") {
+        out.push_str(
+            "\n## Retention: its cost to one worker, and bytes on disk\n\n\
+             The worker alone on a backlog of transcripts, retention off and on in the same run; \
+             then bytes on disk per stored event and per hour of 16 kHz audio, every retention \
+             off (size Postgres from these and the `RETAIN_*` settings).\n\n",
+        );
+        let runs = retention::measure(&stack, &plan).await?;
+        out.push_str(&retention::table(&runs));
     }
     Ok(out)
 }

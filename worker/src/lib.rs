@@ -10,6 +10,7 @@
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`dead_letters`]: poison messages: recording and redriving them.
 //! - [`db`]: connecting (TLS included), database creation, pool and migrations.
+//! - [`lifecycle`]: retention: deleting each kind of data once it is older than its setting.
 //! - [`gauges`]: gauges sampled every few seconds (queues, database, pool, endpoints).
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
@@ -149,14 +150,15 @@ async fn serve(
     }
 }
 
-/// Starts the consumer, the sweeper, the delivery loop and the erasure loop, each under
-/// supervision.
+/// Starts the consumer, the sweeper, the delivery loop, retention and the erasure loop, each
+/// under supervision.
 fn start_tasks(context: &Arc<WorkerContext>) -> Vec<JoinHandle<()>> {
     vec![
         supervised(context, Task::Consumer, consumer::run),
         supervised(context, Task::Sweeper, sweeper::run),
         supervised(context, Task::Deliveries, outbound::run),
         supervised(context, Task::Erasure, lifecycle::erasure::run),
+        supervised(context, Task::Retention, lifecycle::retention::run),
     ]
 }
 
@@ -242,6 +244,7 @@ fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     gauges::describe_metrics();
     outbound::metrics::describe_metrics();
+    lifecycle::retention::describe_metrics();
     describe_counter!(
         "worker_events_total",
         "Events the consumer stored and acknowledged, by kind and outcome (stored, duplicate, erased: dropped because their uid was erased after ingest received them)"

@@ -42,6 +42,8 @@ pub struct WorkerSettings {
     pub delivery: DeliverySettings,
     /// Erasing users (`DELETE /v1/users/{uid}`).
     pub erasure: ErasureSettings,
+    /// How long each kind of data is kept.
+    pub retention: RetentionSettings,
     /// `SHUTDOWN_TIMEOUT_MS` (default 10000): after SIGTERM, how long the worker lets the
     /// events it holds finish; then it returns the rest to the queue (it closes its broker
     /// connection) and exits, even while Postgres is down.
@@ -107,6 +109,7 @@ impl WorkerSettings {
             },
             delivery: DeliverySettings::from_env(env)?,
             erasure: ErasureSettings::from_env(env)?,
+            retention: RetentionSettings::from_env(env)?,
             shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,
             faults: Default::default(),
         })
@@ -198,6 +201,105 @@ impl ErasureSettings {
     }
 }
 
+/// How long each kind of data is kept (`RETAIN_*`, humantime durations such as `30d` or `12h`,
+/// or `forever`: `None`), and how the retention loop paces its deletes (README "Retention").
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    /// `RETAIN_AUDIO_PCM` (default `0`): raw PCM (`audio_chunks`) after it is folded into level
+    /// windows; `0` drops it at the next pass.
+    pub audio_pcm: Option<Duration>,
+    /// `RETAIN_AUDIO_LEVELS` (default `30d`): level windows (`audio_windows`).
+    pub audio_levels: Option<Duration>,
+    /// `RETAIN_OUTBOX` (default `7d`): outbox events whose deliveries all succeeded (or that
+    /// had none), with those deliveries and their attempts.
+    pub outbox: Option<Duration>,
+    /// `RETAIN_FAILED_DELIVERIES` (default `30d`, never less than `RETAIN_OUTBOX`): outbox
+    /// events with a failed delivery, with all their deliveries and attempts. An event with a
+    /// pending delivery is never deleted.
+    pub failed_deliveries: Option<Duration>,
+    /// `RETAIN_INBOUND_EVENTS` (default `7d`, more than `0`): the dedup records
+    /// (`inbound_events`); a sender's retry older than this is stored again.
+    pub inbound_events: Option<Duration>,
+    /// `RETAIN_DEAD_LETTERS` (default `30d`): dead letters and the processing failures recorded
+    /// for them.
+    pub dead_letters: Option<Duration>,
+    /// `RETAIN_TRANSCRIPTS` (default `forever`): completed transcript sessions (speakers and
+    /// segments with them), Reflector transcripts, Omi conversations, memory events and day
+    /// summaries.
+    pub transcripts: Option<Duration>,
+    /// `RETAIN_SLEEP_REPORTS` (default `forever`): Asleep session reports and inferences.
+    pub sleep_reports: Option<Duration>,
+    /// `RETENTION_INTERVAL` (default `1m`): how often one worker (the one holding the advisory
+    /// lock) runs a pass.
+    pub interval: Duration,
+    /// `RETENTION_BATCH` (default 1000, at least 1): rows one delete touches, each batch its
+    /// own short transaction.
+    pub batch: i64,
+    /// `RETENTION_PAUSE` (default `10ms`): the pause between two batches of a pass.
+    pub pause: Duration,
+}
+
+impl RetentionSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let outbox = retain(env, "RETAIN_OUTBOX", "7d")?;
+        let failed_deliveries = retain(env, "RETAIN_FAILED_DELIVERIES", "30d")?;
+        let inbound_events = retain(env, "RETAIN_INBOUND_EVENTS", "7d")?;
+        if inbound_events == Some(Duration::ZERO) {
+            return Err(ConfigError {
+                name: "RETAIN_INBOUND_EVENTS",
+                problem: "0 would forget every event at once, so a redelivery would be stored \
+                          twice; give a duration such as 7d, or forever"
+                    .into(),
+            });
+        }
+        Ok(RetentionSettings {
+            audio_pcm: retain(env, "RETAIN_AUDIO_PCM", "0")?,
+            audio_levels: retain(env, "RETAIN_AUDIO_LEVELS", "30d")?,
+            // Kept at least as long as the succeeded ones.
+            failed_deliveries: longest(failed_deliveries, outbox),
+            outbox,
+            inbound_events,
+            dead_letters: retain(env, "RETAIN_DEAD_LETTERS", "30d")?,
+            transcripts: retain(env, "RETAIN_TRANSCRIPTS", "forever")?,
+            sleep_reports: retain(env, "RETAIN_SLEEP_REPORTS", "forever")?,
+            interval: duration(env, "RETENTION_INTERVAL", "1m")?.max(Duration::from_millis(10)),
+            batch: env.parse::<i64>("RETENTION_BATCH", 1000)?.max(1),
+            pause: duration(env, "RETENTION_PAUSE", "10ms")?,
+        })
+    }
+}
+
+/// The longer of two retentions (`None`, forever, is the longest).
+fn longest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    a.zip(b).map(|(a, b)| a.max(b))
+}
+
+/// A `RETAIN_*` variable: a humantime duration (`0` included), or `forever` (`None`).
+fn retain<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    name: &'static str,
+    default: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    let raw = env.string(name, default);
+    if raw.trim().eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    duration(env, name, default).map(Some)
+}
+
+/// A humantime duration (`500ms`, `12h`, `30d`, `0`).
+fn duration<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    name: &'static str,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let raw = env.string(name, default);
+    humantime::parse_duration(raw.trim()).map_err(|error| ConfigError {
+        name,
+        problem: format!("{raw:?} is not a duration such as 30d, 12h or 500ms: {error}"),
+    })
+}
+
 /// Parses CIDRs; a bare address is taken as a single-address network.
 fn cidrs(items: Vec<String>) -> Result<Vec<IpNet>, ConfigError> {
     items
@@ -243,6 +345,76 @@ mod tests {
             WorkerSettings::from_env(&Env::new(set)).unwrap().prefetch,
             10
         );
+    }
+
+    fn retention_with(pairs: &[(&str, &str)]) -> Result<RetentionSettings, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        RetentionSettings::from_env(&Env::new(move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        }))
+    }
+
+    #[test]
+    fn retention_defaults_keep_what_a_wearable_company_expects() {
+        let settings = retention_with(&[]).unwrap();
+        let days = |n: u64| Some(Duration::from_secs(n * 86_400));
+        assert_eq!(settings.audio_pcm, Some(Duration::ZERO));
+        assert_eq!(settings.audio_levels, days(30));
+        assert_eq!(settings.outbox, days(7));
+        assert_eq!(settings.failed_deliveries, days(30));
+        assert_eq!(settings.inbound_events, days(7));
+        assert_eq!(settings.dead_letters, days(30));
+        assert_eq!(settings.transcripts, None);
+        assert_eq!(settings.sleep_reports, None);
+        assert_eq!(settings.interval, Duration::from_secs(60));
+        assert_eq!(settings.batch, 1000);
+        assert_eq!(settings.pause, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn retentions_read_humantime_zero_and_forever() {
+        let settings = retention_with(&[
+            ("RETAIN_AUDIO_PCM", "12h"),
+            ("RETAIN_AUDIO_LEVELS", "forever"),
+            ("RETAIN_OUTBOX", "0"),
+            ("RETAIN_TRANSCRIPTS", " 1y "),
+            ("RETENTION_INTERVAL", "200ms"),
+            ("RETENTION_BATCH", "0"),
+        ])
+        .unwrap();
+        assert_eq!(settings.audio_pcm, Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(settings.audio_levels, None);
+        assert_eq!(settings.outbox, Some(Duration::ZERO));
+        assert_eq!(settings.transcripts, Some(Duration::from_secs(31_557_600)));
+        assert_eq!(settings.interval, Duration::from_millis(200));
+        assert_eq!(settings.batch, 1, "a batch deletes at least one row");
+    }
+
+    #[test]
+    fn failed_deliveries_are_kept_at_least_as_long_as_succeeded_ones() {
+        let settings =
+            retention_with(&[("RETAIN_OUTBOX", "60d"), ("RETAIN_FAILED_DELIVERIES", "1d")])
+                .unwrap();
+        assert_eq!(settings.failed_deliveries, settings.outbox);
+        let settings = retention_with(&[("RETAIN_OUTBOX", "forever")]).unwrap();
+        assert_eq!(settings.failed_deliveries, None);
+    }
+
+    #[test]
+    fn a_bad_retention_names_its_variable() {
+        let error = retention_with(&[("RETAIN_DEAD_LETTERS", "a month")]).unwrap_err();
+        assert_eq!(error.name, "RETAIN_DEAD_LETTERS");
+        assert!(error.to_string().contains("30d"), "{error}");
+        let error = retention_with(&[("RETAIN_INBOUND_EVENTS", "0")]).unwrap_err();
+        assert_eq!(error.name, "RETAIN_INBOUND_EVENTS");
+        let error = retention_with(&[("RETENTION_PAUSE", "-1s")]).unwrap_err();
+        assert_eq!(error.name, "RETENTION_PAUSE");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Supervision of the worker's long-running tasks (the consumer, the sweeper, the delivery
-//! loop and the erasure loop): a task that panics, or returns while the worker is not stopping, is logged, counted
+//! loop, retention and the erasure loop): a task that panics, or returns while the worker is not stopping, is logged, counted
 //! in `worker_task_restarts_total{task}`, shown as down in `worker_task_up{task}` and in
 //! `/readyz`, and started again after a backoff (100 ms doubling to 5 s; back to 100 ms once a
 //! run has lasted a minute).
@@ -26,14 +26,16 @@ pub enum Task {
     Sweeper,
     Deliveries,
     Erasure,
+    Retention,
 }
 
 impl Task {
-    pub const ALL: [Task; 4] = [
+    pub const ALL: [Task; 5] = [
         Task::Consumer,
         Task::Sweeper,
         Task::Deliveries,
         Task::Erasure,
+        Task::Retention,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Task {
             Task::Sweeper => "sweeper",
             Task::Deliveries => "deliveries",
             Task::Erasure => "erasure",
+            Task::Retention => "retention",
         }
     }
 }

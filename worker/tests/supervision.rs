@@ -82,6 +82,11 @@ async fn a_panicking_sweeper_is_restarted_and_readyz_says_so_meanwhile() {
 }
 
 #[tokio::test]
+async fn a_panicking_retention_loop_is_restarted_and_readyz_says_so_meanwhile() {
+    a_panicking_task_is_restarted_and_shown(Task::Retention).await;
+}
+
+#[tokio::test]
 async fn a_panicking_consumer_is_restarted_and_consumes_again() {
     let worker = a_panicking_task_is_restarted_and_shown(Task::Consumer).await;
     worker.broker.publish(&transcript("after-restart")).await;

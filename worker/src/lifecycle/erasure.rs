@@ -29,8 +29,7 @@ use uuid::Uuid;
 use crate::WorkerContext;
 use crate::outbound::erase;
 
-/// The advisory lock key of the erasure loop ("erasure" in ASCII).
-pub const LOCK: i64 = 0x0065_7261_7375_7265;
+pub use super::locks::ERASURE as LOCK;
 
 /// A job as the management API shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -655,18 +655,24 @@ impl TestPipeline {
 
     /// `POST <path>` to ingest with `headers` and `body`; ingest must answer 202.
     pub async fn post(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) {
+        self.post_for_id(path, headers, body).await;
+    }
+
+    /// Like [`Self::post`]; returns the `event_id` ingest answered.
+    pub async fn post_for_id(&self, path: &str, headers: &[(&str, String)], body: Vec<u8>) -> Uuid {
         let mut request = self.client.post(self.ingest.url(path)).body(body);
         for (name, value) in headers {
             request = request.header(*name, value);
         }
         let response = request.send().await.expect("request");
         let status = response.status();
-        assert_eq!(
-            status,
-            202,
-            "POST {path}: {}",
-            response.text().await.unwrap_or_default()
-        );
+        let text = response.text().await.unwrap_or_default();
+        assert_eq!(status, 202, "POST {path}: {text}");
+        let accepted: Value = serde_json::from_str(&text).expect("a JSON answer");
+        accepted["event_id"]
+            .as_str()
+            .and_then(|id| id.parse().ok())
+            .expect("an event_id")
     }
 
     /// Posts a fixture to an Omi route as user `uid`.
@@ -677,13 +683,16 @@ impl TestPipeline {
             .await
     }
 
-    /// Posts raw PCM16 audio of `uid` at 16 kHz to `/v1/omi/audio`, in chunks of `chunk_bytes`.
-    pub async fn post_omi_audio(&self, uid: &str, pcm: &[u8], chunk_bytes: usize) {
+    /// Posts raw PCM16 audio of `uid` at 16 kHz to `/v1/omi/audio`, in chunks of `chunk_bytes`;
+    /// returns the chunks' event ids.
+    pub async fn post_omi_audio(&self, uid: &str, pcm: &[u8], chunk_bytes: usize) -> Vec<Uuid> {
         let path = format!("/v1/omi/audio?key={OMI_KEY}&uid={uid}&sample_rate=16000");
         let headers = vec![("content-type", "application/octet-stream".to_owned())];
+        let mut ids = Vec::new();
         for chunk in pcm.chunks(chunk_bytes) {
-            self.post(&path, &headers, chunk.to_vec()).await;
+            ids.push(self.post_for_id(&path, &headers, chunk.to_vec()).await);
         }
+        ids
     }
 
     /// Posts an Asleep fixture for user `uid`.
