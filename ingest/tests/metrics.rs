@@ -28,7 +28,10 @@ async fn each_request_counts_once_under_its_route_status_and_kind() {
         assert_eq!(response.status(), 202);
     }
     let refused = ingest
-        .post_omi_transcript("key=wrong&uid=user-1", fixture("omi/realtime_transcript.json"))
+        .post_omi_transcript(
+            "key=wrong&uid=user-1",
+            fixture("omi/realtime_transcript.json"),
+        )
         .await;
     assert_eq!(refused.status(), 401);
 
@@ -43,9 +46,18 @@ async fn each_request_counts_once_under_its_route_status_and_kind() {
         .unwrap();
     let route = r#"route="/v1/omi/transcript""#;
     for (series, expected) in [
-        (format!("ingest_requests_total{{{route},status=\"202\"}}"), 3.0),
-        (format!("ingest_requests_total{{{route},status=\"401\"}}"), 1.0),
-        (format!("ingest_request_duration_seconds_count{{{route}}}"), 4.0),
+        (
+            format!("ingest_requests_total{{{route},status=\"202\"}}"),
+            3.0,
+        ),
+        (
+            format!("ingest_requests_total{{{route},status=\"401\"}}"),
+            1.0,
+        ),
+        (
+            format!("ingest_request_duration_seconds_count{{{route}}}"),
+            4.0,
+        ),
         (
             r#"ingest_events_accepted_total{kind="omi_transcript"}"#.to_string(),
             3.0,
