@@ -7,6 +7,8 @@
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
+//! bench wrk [BODY_FILE]                          ingest and its floor under our generator and
+//!                                                under wrk, same run (needs wrk installed)
 //! ```
 //!
 //! `BENCH_RUNS` (default 3), `BENCH_SECONDS` (default 5, each ingest load and delivery floor)
@@ -26,6 +28,7 @@ mod retention;
 mod scale_out;
 mod slow_clients;
 mod storage_floor;
+mod wrk;
 
 use bench::{load, process, stack};
 
@@ -84,6 +87,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{:?}", report::Figures::new(&outcome, None, None));
             Ok(())
         }
+        ["wrk", body @ ..] if body.len() <= 1 => {
+            let plan = Plan::from_env()?;
+            let body = body.first().map(std::path::Path::new);
+            print!("{}", wrk::compare(&Stack::from_env(), &plan, body).await?);
+            Ok(())
+        }
         ["run", which @ ..] => {
             let all = which.is_empty();
             let wants = |name: &str| all || which.contains(&name);
@@ -92,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         _ => anyhow::bail!(
-            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] [retention] | bench floor http|publish ADDR"
+            "usage: bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] [retention] | bench floor http|publish ADDR | bench load transcript|audio ADDR | bench wrk [BODY_FILE]"
         ),
     }
 }

@@ -97,7 +97,8 @@ pub async fn guard_body(State(guard): State<BodyGuard>, request: Request, next: 
     let request = request.map(|body| {
         Body::new(GuardedBody {
             inner: body,
-            deadline: Box::pin(tokio::time::sleep(guard.timeout)),
+            due: tokio::time::Instant::now() + guard.timeout,
+            deadline: None,
             taken: taken.clone(),
         })
     });
@@ -154,7 +155,11 @@ impl Drop for Taken {
 /// A request body that fails once its deadline passes or its bytes do not fit the budget.
 struct GuardedBody {
     inner: Body,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// When the body must have arrived.
+    due: tokio::time::Instant,
+    /// The timer for `due`, made the first time the body is waited for: most bodies arrive with
+    /// their head and never need one.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     taken: Arc<Taken>,
 }
 
@@ -170,7 +175,11 @@ impl http_body::Body for GuardedBody {
         let frame = match Pin::new(&mut this.inner).poll_frame(context) {
             Poll::Ready(frame) => frame,
             Poll::Pending => {
-                return match this.deadline.as_mut().poll(context) {
+                let due = this.due;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                return match deadline.as_mut().poll(context) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(BodyRefused::Late.into()))),
                     Poll::Pending => Poll::Pending,
                 };

@@ -8,6 +8,7 @@
 //! - [`publisher`]: the shared confirm-mode channel and its reconnecting supervisor.
 //! - [`rate_limit`]: a token bucket per credential (429 beyond it).
 //! - [`request_id`]: the `X-Request-Id` taken or made, echoed, and in every log line.
+//! - [`request_metrics`]: the handles of the metrics every request records, found once.
 //! - [`server`]: the HTTP server: connections, and the drain on shutdown.
 //! - [`head_timeout`]: a connection's request-head timeout, answered with 408.
 //! - [`guards`]: bounds on concurrent requests and on their bodies' time and bytes (408, 503).
@@ -20,6 +21,7 @@ pub mod head_timeout;
 pub mod publisher;
 pub mod rate_limit;
 pub mod request_id;
+pub mod request_metrics;
 pub mod routes;
 pub mod server;
 pub mod settings;

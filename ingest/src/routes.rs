@@ -17,6 +17,7 @@ use crate::guards::{self, BodyBudget, BodyGuard, RequestLimit};
 use crate::publisher::Publisher;
 use crate::rate_limit::RateLimiter;
 use crate::request_id;
+use crate::request_metrics::{AcceptedByKind, RequestMetrics};
 use crate::settings::IngestSettings;
 use crate::sources::{self, KeySet};
 
@@ -35,6 +36,8 @@ pub struct AppContext {
     pub audio_body_limit: usize,
     /// `LOG_EVENTS`: one log line per accepted event.
     pub log_events: bool,
+    /// `ingest_events_accepted_total`, by kind.
+    pub accepted: AcceptedByKind,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     stopping: AtomicBool,
 }
@@ -57,6 +60,7 @@ impl AppState {
             json_body_limit: settings.json_body_limit,
             audio_body_limit: settings.audio_body_limit,
             log_events: settings.logs.events,
+            accepted: AcceptedByKind::new(),
             stopping: AtomicBool::new(false),
         }))
     }
@@ -101,7 +105,10 @@ pub fn router(state: AppState, settings: &IngestSettings) -> Router {
         )
         .merge(providers)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
-        .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(RequestMetrics::default()),
+            record_request,
+        ))
         .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
@@ -126,18 +133,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Counts every request by route and status, and times it.
-async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+async fn record_request(
+    State(metrics): State<Arc<RequestMetrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("ingest_requests_total", "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("ingest_request_duration_seconds", "route" => route)
-        .record(started.elapsed());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    metrics.record(route, response.status(), started.elapsed());
     response
 }

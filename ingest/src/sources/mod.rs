@@ -81,7 +81,10 @@ pub struct LenientQuery(pub HashMap<String, String>);
 
 impl LenientQuery {
     pub fn parse(raw: &str) -> Self {
-        let normalized = raw.replace('?', "&");
+        let normalized = match raw.contains('?') {
+            true => std::borrow::Cow::Owned(raw.replace('?', "&")),
+            false => std::borrow::Cow::Borrowed(raw),
+        };
         LenientQuery(
             form_urlencoded::parse(normalized.as_bytes())
                 .map(|(name, value)| (name.into_owned(), value.into_owned()))
@@ -293,7 +296,10 @@ pub fn dedup_key(
         hasher.update(part);
     }
     hasher.update(raw_body);
-    Ok(format!("sha256:{}", hex::encode(hasher.finalize())))
+    let mut key = [0u8; 7 + 64];
+    key[..7].copy_from_slice(b"sha256:");
+    hex::encode_to_slice(hasher.finalize(), &mut key[7..]).expect("64 hex digits fit");
+    Ok(String::from_utf8(key.to_vec()).expect("hex is ASCII"))
 }
 
 /// The envelope of an accepted request: a fresh event id, its dedup key, stamped now.
@@ -327,8 +333,7 @@ pub async fn accept(
 ) -> Result<Response, IngestError> {
     let envelope = envelope(headers, raw_body, inbound)?;
     state.publisher.publish(&envelope).await?;
-    metrics::counter!("ingest_events_accepted_total", "kind" => envelope.kind.as_str())
-        .increment(1);
+    state.accepted.count(envelope.kind);
     if state.log_events {
         shared::telemetry::log_event(&envelope, "queued");
     }
@@ -413,6 +418,13 @@ mod tests {
         assert_ne!(a, key(&headers, &other_uid, b"{}"));
         assert_ne!(a, key(&headers, &inbound(None), b"{ }"));
         assert_eq!(a, key(&headers, &inbound(None), b"{}"));
+        let mut hasher = Sha256::new();
+        for part in [&b"omi"[..], b"u1"] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        hasher.update(b"{}");
+        assert_eq!(a, format!("sha256:{}", hex::encode(hasher.finalize())));
     }
 
     #[test]
