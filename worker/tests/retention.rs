@@ -74,7 +74,9 @@ fn ago(now: DateTime<Utc>, age: Duration) -> DateTime<Utc> {
     now - chrono::Duration::from_std(age).unwrap()
 }
 
-/// A transcript batch of two segments never sent before, in `uid`'s one sender session.
+/// A transcript batch of two segments never sent before, in a sender session of `uid` that
+/// takes the batches of one second (ticks `n` of 100 ms) and then goes quiet, so that it
+/// completes and its retention can run out while the load goes on.
 fn transcript(uid: &str, n: usize) -> Vec<u8> {
     let segment = |k: usize| {
         json!({
@@ -84,7 +86,7 @@ fn transcript(uid: &str, n: usize) -> Vec<u8> {
         })
     };
     serde_json::to_vec(
-        &json!({"session_id": format!("s-{uid}"), "segments": [segment(0), segment(1)]}),
+        &json!({"session_id": format!("s-{uid}-{}", n / 10), "segments": [segment(0), segment(1)]}),
     )
     .unwrap()
 }
