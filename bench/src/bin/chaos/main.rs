@@ -133,6 +133,8 @@ impl Plan {
             ("CIRCUIT_COOLDOWN_MS", "1000".into()),
             ("LISTENING_IDLE_MS", "2000".into()),
             ("SESSION_IDLE_MS", "3000".into()),
+            // The ledger knows an audio chunk by its PCM, which retention drops once folded.
+            ("RETAIN_AUDIO_PCM", "forever".into()),
             ("LOG_FORMAT", "json".into()),
         ]
     }
