@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use harness::{TestIngest, omi_query, transcript_head};
-use shared::testkit::{eventually, fixture};
+use shared::testkit::{eventually, fixture, sample};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -26,19 +26,8 @@ const FITTING: usize = BUDGET / SENT_AT_ONCE;
 
 /// The gauge's value now.
 async fn in_flight(ingest: &TestIngest) -> u64 {
-    let text = ingest
-        .client
-        .get(ingest.service.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix("ingest_body_bytes_in_flight "))
-        .map(|value| value.trim().parse::<f64>().expect("a number") as u64)
-        .unwrap_or(0)
+    let exposition = ingest.service.scrape().await;
+    sample(&exposition, "ingest_body_bytes_in_flight").map_or(0, |value| value as u64)
 }
 
 /// A client that announced [`ANNOUNCED`] bytes and sent [`SENT_AT_ONCE`]; it trickles the rest.

@@ -6,16 +6,11 @@
 mod harness;
 
 use harness::{TestIngest, omi_query};
-use shared::testkit::fixture;
+use shared::testkit::{fixture, sample};
 
 /// The value of the series `series` (name and labels, as rendered) in a Prometheus scrape.
 fn value(scrape: &str, series: &str) -> f64 {
-    scrape
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} is not in the scrape:\n{scrape}"))
-        .parse()
-        .expect("a number")
+    sample(scrape, series).unwrap_or_else(|| panic!("{series} is not in the scrape:\n{scrape}"))
 }
 
 #[tokio::test]
@@ -35,15 +30,7 @@ async fn each_request_counts_once_under_its_route_status_and_kind() {
         .await;
     assert_eq!(refused.status(), 401);
 
-    let scrape = ingest
-        .client
-        .get(ingest.service.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = ingest.service.scrape().await;
     let route = r#"route="/v1/omi/transcript""#;
     for (series, expected) in [
         (

@@ -321,6 +321,11 @@ impl Spawned {
         format!("http://{}{path}", self.addr)
     }
 
+    /// This service's `/metrics` exposition; panics when it does not answer.
+    pub async fn scrape(&self) -> String {
+        scrape(&self.url("/metrics")).await
+    }
+
     /// Asks the service to stop gracefully and waits until it has.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -663,4 +668,23 @@ impl TlsSession {
         self.first_messages.lock().expect("lock").push(first);
         let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
     }
+}
+
+/// The Prometheus exposition at `url`; panics when it does not answer 200.
+pub async fn scrape(url: &str) -> String {
+    let response = reqwest::get(url).await.expect("scrape /metrics");
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.text().await.expect("the exposition's text")
+}
+
+/// The value of `series` (a name with its labels, as exported) in a Prometheus exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
 }

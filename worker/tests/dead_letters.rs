@@ -4,6 +4,7 @@
 mod harness;
 
 use harness::{TestPipeline, envelope, one_batch_at_a_time};
+use reqwest::Method;
 use shared::testkit::{eventually, fixture};
 use shared::{Envelope, EventKind};
 
@@ -60,7 +61,7 @@ async fn a_poison_message_is_dead_lettered_with_its_error_and_can_be_redriven() 
 
     let id = letters[0]["id"].as_str().unwrap();
     let redriven = pipeline
-        .admin_post(&format!("/v1/dead-letters/{id}/redrive"))
+        .admin(Method::POST, &format!("/v1/dead-letters/{id}/redrive"))
         .await;
     assert_eq!(redriven.status(), 200);
     // Still poison: it fails again and comes back as a new dead letter.
@@ -69,7 +70,7 @@ async fn a_poison_message_is_dead_lettered_with_its_error_and_can_be_redriven() 
     assert!(letters[1]["redriven_at"].is_null());
 
     let again = pipeline
-        .admin_post(&format!("/v1/dead-letters/{id}/redrive"))
+        .admin(Method::POST, &format!("/v1/dead-letters/{id}/redrive"))
         .await;
     assert_eq!(again.status(), 404, "a dead letter is redriven once");
 }
@@ -191,7 +192,7 @@ async fn a_redrive_that_reaches_no_queue_fails_and_leaves_the_dead_letter() {
     pipeline.broker.unbind_events_queue().await;
 
     let redriven = pipeline
-        .admin_post(&format!("/v1/dead-letters/{id}/redrive"))
+        .admin(Method::POST, &format!("/v1/dead-letters/{id}/redrive"))
         .await;
     assert_eq!(redriven.status(), 503);
     let letters = dead_letters(&pipeline, 1).await;

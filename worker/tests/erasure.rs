@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use harness::{Receiver, Reply, TestPipeline, TestWorker, envelope, poison};
+use reqwest::Method;
 use serde_json::{Value, json};
 use shared::EventKind;
-use shared::testkit::{eventually, fixture};
+use shared::testkit::{eventually, fixture, scrape};
 use sqlx::PgPool;
 use worker::settings::WorkerSettings;
 
@@ -256,7 +257,9 @@ async fn erasing_a_user_deletes_every_row_of_theirs_and_nothing_of_anyone_else()
         "the failing endpoint is retried for the user to erase"
     );
 
-    let response = pipeline.admin_delete(&format!("/v1/users/{ERASED}")).await;
+    let response = pipeline
+        .admin(Method::DELETE, &format!("/v1/users/{ERASED}"))
+        .await;
     assert_eq!(response.status(), 202);
     assert_eq!(
         response.headers()["location"],
@@ -314,12 +317,7 @@ async fn erasing_a_user_deletes_every_row_of_theirs_and_nothing_of_anyone_else()
         .publish_all(&[queued.clone(), back.clone()])
         .await;
     eventually(15, "the event from before dropped", || async {
-        let metrics = reqwest::get(pipeline.workers[0].url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let metrics = scrape(&pipeline.workers[0].url("/metrics")).await;
         metrics
             .contains("worker_events_total{kind=\"omi_transcript\",outcome=\"erased\"}")
             .then_some(())

@@ -11,6 +11,7 @@ mod harness;
 
 use harness::{ADMIN_TOKEN, Receiver, TestPipeline};
 use serde_json::json;
+use shared::testkit::{sample, scrape};
 use std::time::{Duration, Instant};
 
 /// The metrics ingest and the worker export start with one of these (`process_`: CPU, memory
@@ -228,12 +229,6 @@ fn has_sample(exposition: &str, name: &str) -> bool {
     })
 }
 
-async fn scrape(pipeline: &TestPipeline, url: String) -> String {
-    let response = pipeline.client.get(url).send().await.expect("scrape");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("exposition")
-}
-
 /// Posts transcripts to ingest and lets the worker store them and deliver their events.
 async fn traffic(pipeline: &TestPipeline, receiver: &mut Receiver) {
     let endpoint = pipeline
@@ -282,8 +277,8 @@ async fn both_processes_export_every_metric_the_alerts_and_the_dashboard_use() {
     // The sampled gauges and the attempt counters appear within a few seconds.
     let deadline = Instant::now() + Duration::from_secs(20);
     let (ingest, worker) = loop {
-        let ingest = scrape(&pipeline, ingest_url.clone()).await;
-        let worker = scrape(&pipeline, worker_url.clone()).await;
+        let ingest = scrape(&ingest_url).await;
+        let worker = scrape(&worker_url).await;
         let missing: Vec<_> = wanted
             .iter()
             .filter(|name| {
@@ -418,7 +413,7 @@ fn every_label_value_has_a_series(ingest: &str, worker: &str) {
     }
     let missing: Vec<_> = wanted
         .iter()
-        .filter(|(exposition, series)| harness::sample(exposition, series).is_none())
+        .filter(|(exposition, series)| sample(exposition, series).is_none())
         .map(|(_, series)| series)
         .collect();
     assert!(missing.is_empty(), "no series from start: {missing:?}");

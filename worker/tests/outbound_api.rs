@@ -8,7 +8,7 @@ use std::time::Duration;
 use harness::{Receiver, Reply, TestWorker};
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::testkit::eventually;
+use shared::testkit::{eventually, scrape};
 use worker::outbound::outbox::EventType;
 
 async fn error_of(response: reqwest::Response) -> (u16, String) {
@@ -332,13 +332,7 @@ async fn delivery_metrics_are_exported() {
         .await;
 
     let text = eventually(10, "the pending gauge", || async {
-        let response = worker
-            .client
-            .get(worker.url("/metrics"))
-            .send()
-            .await
-            .ok()?;
-        let text = response.text().await.ok()?;
+        let text = scrape(&worker.url("/metrics")).await;
         text.contains("outbound_deliveries_pending").then_some(text)
     })
     .await;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use harness::{Receiver, Reply, TestPipeline, TestWorker};
 use serde_json::json;
-use shared::testkit::{eventually, fixture};
+use shared::testkit::{eventually, fixture, scrape};
 use sqlx::{Executor, PgPool};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -609,12 +609,7 @@ async fn no_pass_runs_while_another_session_holds_the_lock() {
         (count(pool, stored, &old).await == 0).then_some(())
     })
     .await;
-    let metrics = reqwest::get(worker.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&worker.url("/metrics")).await;
     for table in TABLES {
         let series = format!("lifecycle_retention_deleted_rows_total{{table=\"{table}\"}}");
         assert!(

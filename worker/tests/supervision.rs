@@ -36,12 +36,7 @@ async fn stored(pool: &sqlx::PgPool, expected: i64) {
 }
 
 async fn metrics_text(worker: &TestWorker) -> String {
-    reqwest::get(worker.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    shared::testkit::scrape(&worker.url("/metrics")).await
 }
 
 /// While a task keeps panicking, `/readyz` is 503 and names it; once it no longer does, the

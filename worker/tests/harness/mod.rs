@@ -18,7 +18,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use ingest::settings::IngestSettings;
 use serde_json::{Value, json};
-use shared::testkit::{Spawned, TcpProxy, TestBroker, TestDatabase, eventually};
+use shared::testkit::{Spawned, TcpProxy, TestBroker, TestDatabase, eventually, sample, scrape};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -107,8 +107,7 @@ impl TestWorker {
     /// The value of one series in this worker's `/metrics`, named with its labels as exported
     /// (`outbound_ssrf_refusals_total{reason="private"}`); `None` when it is not there.
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let response = self.client.get(self.url("/metrics")).send().await.ok()?;
-        sample(&response.text().await.ok()?, series)
+        sample(&scrape(&self.url("/metrics")).await, series)
     }
 
     /// `POST /v1/endpoints`; panics unless 201. Returns the endpoint's JSON.
@@ -287,14 +286,6 @@ pub async fn spawn_worker_binary(
     })
     .await;
     child
-}
-
-/// The value of `series` (a name with its labels, as exported) in a Prometheus exposition.
-pub fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
-        value.trim().parse().ok()
-    })
 }
 
 /// Sends SIGTERM to `child`, as an orchestrator stopping it does.
@@ -608,41 +599,32 @@ impl TestPipeline {
 
     /// `GET <path>` on the first worker's management API, with the admin token.
     pub async fn admin_get(&self, path: &str) -> serde_json::Value {
-        let response = self
-            .client
-            .get(self.workers[0].url(path))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("request");
+        let response = self.admin(reqwest::Method::GET, path).await;
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.expect("JSON")
     }
 
     /// `POST /v1/endpoints` on the first worker; panics unless 201. Returns the endpoint.
     pub async fn create_endpoint(&self, body: Value) -> Value {
-        let url = self.workers[0].url("/v1/endpoints");
-        create_endpoint(self.client.post(url).bearer_auth(ADMIN_TOKEN), body).await
+        create_endpoint(
+            self.admin_request(reqwest::Method::POST, "/v1/endpoints"),
+            body,
+        )
+        .await
     }
 
-    /// `DELETE <path>` on the first worker's management API, with the admin token.
-    pub async fn admin_delete(&self, path: &str) -> reqwest::Response {
-        self.client
-            .delete(self.workers[0].url(path))
-            .bearer_auth(ADMIN_TOKEN)
+    /// `method path` on the first worker's management API, with the admin token.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.admin_request(method, path)
             .send()
             .await
             .expect("request")
     }
 
-    /// `POST <path>` on the first worker's management API, with the admin token.
-    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+    fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.client
-            .post(self.workers[0].url(path))
+            .request(method, self.workers[0].url(path))
             .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .expect("request")
     }
 
     /// The outbox's event types in the order they were written.
