@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::input::{Params, PathId};
 use super::{Admin, ApiError};
 use crate::WorkerContext;
 use crate::sessions::{self, Transcript};
@@ -22,9 +22,7 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
         .route("/v1/sessions/{id}/transcript", get(transcript))
 }
 
-async fn load(context: &WorkerContext, id: &str) -> Result<Transcript, ApiError> {
-    let id = Uuid::parse_str(id)
-        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a session id")))?;
+async fn load(context: &WorkerContext, id: Uuid) -> Result<Transcript, ApiError> {
     let mut connection = context.pool.acquire().await?;
     sessions::load(&mut connection, id)
         .await?
@@ -35,9 +33,9 @@ async fn load(context: &WorkerContext, id: &str) -> Result<Transcript, ApiError>
 async fn session(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let transcript = load(&context, &id).await?;
+    let transcript = load(&context, id).await?;
     Ok(Json(json!({
         "id": transcript.id,
         "uid": transcript.uid,
@@ -52,28 +50,22 @@ async fn session(
     .into_response())
 }
 
-#[derive(Deserialize)]
-struct TranscriptQuery {
-    format: Option<String>,
-}
-
 /// `GET /v1/sessions/{id}/transcript[?format=vtt]`
 async fn transcript(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Path(id): Path<String>,
-    Query(query): Query<TranscriptQuery>,
+    PathId(id): PathId,
+    mut params: Params,
 ) -> Result<Response, ApiError> {
-    let transcript = load(&context, &id).await?;
-    match query.format.as_deref() {
-        None | Some("json") => Ok(Json(transcript).into_response()),
+    let format = params.one_of("format", &["json", "vtt"])?;
+    params.finish()?;
+    let transcript = load(&context, id).await?;
+    match format.as_deref() {
         Some("vtt") => Ok((
             [(header::CONTENT_TYPE, "text/vtt; charset=utf-8")],
             transcript.webvtt,
         )
             .into_response()),
-        Some(other) => Err(ApiError::BadRequest(format!(
-            "format {other:?}: expected json or vtt"
-        ))),
+        _ => Ok(Json(transcript).into_response()),
     }
 }

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
+use super::input::{Params, PathUid};
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::audio::stream::LevelWindow;
@@ -20,45 +21,31 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
         .route("/v1/users/{uid}/listening", get(listening))
 }
 
-/// The most windows one page holds.
-const PAGE_LIMIT: i64 = 1000;
-
-#[derive(Deserialize)]
-struct LevelsQuery {
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-    /// The cursor from the previous page: the start of its last window.
-    after: Option<DateTime<Utc>>,
-}
-
-/// `GET /v1/users/{uid}/audio-levels?from=&to=`: windows by start time, oldest first.
+/// `GET /v1/users/{uid}/audio-levels?from=&to=`: windows starting in `[from, to)`, newest
+/// first.
 async fn audio_levels(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Path(uid): Path<String>,
-    Query(query): Query<LevelsQuery>,
+    PathUid(uid): PathUid,
+    mut params: Params,
 ) -> Result<Json<Page<LevelWindow>>, ApiError> {
+    let (from, to) = (params.time("from")?, params.time("to")?);
+    let page = params.page::<DateTime<Utc>>("audio-levels")?;
+    params.finish()?;
     let windows: Vec<LevelWindow> = sqlx::query_as(
         "SELECT start_at AS start, end_at AS end, rms_dbfs, peak_dbfs, level FROM audio_windows
-         WHERE uid = $1
-           AND ($2::timestamptz IS NULL OR start_at >= $2) AND ($3::timestamptz IS NULL OR start_at > $3)
-           AND ($4::timestamptz IS NULL OR start_at < $4)
-         ORDER BY start_at LIMIT $5",
+         WHERE uid = $1 AND start_at >= COALESCE($2, '-infinity')
+           AND start_at < LEAST(COALESCE($3, 'infinity'), COALESCE($4, 'infinity'))
+         ORDER BY start_at DESC LIMIT $5",
     )
     .bind(&uid)
-    .bind(query.from)
-    .bind(query.after)
-    .bind(query.to)
-    .bind(PAGE_LIMIT)
+    .bind(from)
+    .bind(to)
+    .bind(page.after)
+    .bind(page.fetch())
     .fetch_all(&context.pool)
     .await?;
-    let next = (windows.len() as i64 == PAGE_LIMIT)
-        .then(|| windows.last().map(|window| window.start.to_rfc3339()))
-        .flatten();
-    Ok(Json(Page {
-        items: windows,
-        next,
-    }))
+    Ok(Json(page.page(windows, |window| window.start)))
 }
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -74,7 +61,7 @@ struct Listening {
 async fn listening(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Path(uid): Path<String>,
+    PathUid(uid): PathUid,
 ) -> Result<Json<Listening>, ApiError> {
     let found: Option<Listening> = sqlx::query_as(
         "SELECT uid, listening, session_id, sample_rate, last_chunk_at FROM audio_streams WHERE uid = $1",
