@@ -74,6 +74,7 @@ fn cases() -> Vec<Case> {
         (Method::GET, "/v1/sessions/x"),
         (Method::GET, "/v1/sessions/x/transcript"),
         (Method::POST, "/v1/dead-letters/x/redrive"),
+        (Method::GET, "/v1/outbound-events/x"),
     ] {
         cases.push(case(method, path, 400, Some("id")));
     }
@@ -85,6 +86,7 @@ fn cases() -> Vec<Case> {
         400,
         Some("id"),
     ));
+    cases.push(bad("/v1/events/not-an-id", "event_id"));
     // A uid ingest could never have stored (too long, or holding NUL), on every route with one.
     for uid in [long_uid.as_str(), "a%00b"] {
         for (method, route) in [
@@ -92,6 +94,7 @@ fn cases() -> Vec<Case> {
             (Method::GET, "listening"),
             (Method::GET, "sleep/reports"),
             (Method::GET, "sleep/stats"),
+            (Method::GET, "sessions"),
             (Method::GET, "erasure"),
         ] {
             cases.push(case(
@@ -115,6 +118,9 @@ fn cases() -> Vec<Case> {
         "/v1/dead-letters",
         "/v1/users/u1/audio-levels",
         "/v1/users/u1/sleep/reports",
+        "/v1/users/u1/sessions",
+        "/v1/outbound-events",
+        "/v1/users",
     ] {
         for limit in ["0", "1001", "-5", "ten"] {
             cases.push(bad(format!("{list}?limit={limit}"), "limit"));
@@ -136,8 +142,15 @@ fn cases() -> Vec<Case> {
     for (path, field) in [
         ("/v1/deliveries?status=lost", "status"),
         ("/v1/deliveries?endpoint_id=x", "endpoint_id"),
+        ("/v1/deliveries?event_type=memory.deleted", "event_type"),
+        ("/v1/deliveries?since=yesterday", "since"),
+        ("/v1/deliveries?until=2026-13-01T00:00:00Z", "until"),
         ("/v1/users/u1/audio-levels?from=x", "from"),
         ("/v1/users/u1/audio-levels?to=1700000000", "to"),
+        ("/v1/outbound-events?type=nope", "type"),
+        ("/v1/outbound-events?since=x", "since"),
+        ("/v1/users?since=x", "since"),
+        ("/v1/users/u1/sessions?external=x", "external"),
     ] {
         cases.push(bad(path, field));
     }
@@ -206,6 +219,8 @@ fn cases() -> Vec<Case> {
         format!("/v1/endpoints/{id}"),
         format!("/v1/deliveries/{id}"),
         format!("/v1/sessions/{id}"),
+        format!("/v1/outbound-events/{id}"),
+        format!("/v1/events/{id}"),
     ] {
         cases.push(case(Method::GET, path, 404, None));
     }
@@ -258,6 +273,7 @@ async fn a_known_path_asked_with_a_wrong_method_is_a_405_with_allow() {
     for (method, path, allowed) in [
         (Method::PUT, "/v1/endpoints", vec!["GET", "POST"]),
         (Method::DELETE, "/v1/deliveries", vec!["GET"]),
+        (Method::POST, "/v1/users", vec!["GET"]),
         (Method::GET, "/v1/dead-letters/x/redrive", vec!["POST"]),
     ] {
         let response = worker.admin(method.clone(), path).send().await.unwrap();

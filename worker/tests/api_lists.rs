@@ -1,6 +1,6 @@
 //! The one list contract, held for every list of the management API by one walker: a list
 //! walked a few items a page, with a new item inserted between pages, gives every item that
-//! was there once, in its order (newest first), and none of the new ones (they
+//! was there once, in its order (newest first; users by uid), and none of the new ones (they
 //! sort before the cursor), so nothing is skipped or repeated; each `next` is URL-safe. Items
 //! are written straight into the tables (marked dispatched, so no delivery loop touches them).
 
@@ -25,14 +25,20 @@ enum List {
     DeadLetters,
     AudioLevels,
     SleepReports,
+    Sessions,
+    OutboundEvents,
+    Users,
 }
 
-const LISTS: [List; 5] = [
+const LISTS: [List; 8] = [
     List::Endpoints,
     List::Deliveries,
     List::DeadLetters,
     List::AudioLevels,
     List::SleepReports,
+    List::Sessions,
+    List::OutboundEvents,
+    List::Users,
 ];
 
 /// A moment `n` seconds into the seeding (an hour ago) or, for inserts during the walk, later.
@@ -58,6 +64,9 @@ impl List {
             List::DeadLetters => "/v1/dead-letters".into(),
             List::AudioLevels => "/v1/users/walker/audio-levels".into(),
             List::SleepReports => "/v1/users/walker/sleep/reports".into(),
+            List::Sessions => "/v1/users/walker/sessions".into(),
+            List::OutboundEvents => "/v1/outbound-events?type=test".into(),
+            List::Users => "/v1/users".into(),
         }
     }
 
@@ -70,12 +79,14 @@ impl List {
                 start.timestamp_micros().to_string()
             }
             List::SleepReports => field("session_id"),
+            List::Users => field("uid"),
             _ => field("id"),
         }
     }
 
-    /// Inserts item `n` (later `n`, newer item) and returns its identity.
-    async fn insert(self, pool: &PgPool, n: usize) -> String {
+    /// Inserts item `n` (later `n`, newer item; for users, inserts during the walk sort first)
+    /// and returns its identity.
+    async fn insert(self, pool: &PgPool, n: usize, during_walk: bool) -> String {
         let id = id_at(n);
         let at = moment(n);
         let query = |sql: &'static str| sqlx::query(sql);
@@ -102,11 +113,11 @@ impl List {
             .bind(id)
             .bind(Uuid::parse_str(ENDPOINT).unwrap())
             .execute(pool),
-            List::DeadLetters => {
-                query("INSERT INTO dead_letters (id, properties, payload) VALUES ($1, '{}', '')")
-                    .bind(id)
-                    .execute(pool)
-            }
+            List::DeadLetters => query(
+                "INSERT INTO dead_letters (id, properties, payload) VALUES ($1, '{}', '')",
+            )
+            .bind(id)
+            .execute(pool),
             List::AudioLevels => query(
                 "INSERT INTO audio_windows (uid, session_id, start_at, end_at, level)
                  VALUES ('walker', $1, $2, $2 + interval '100 ms', 50)",
@@ -129,6 +140,39 @@ impl List {
                 inserted.expect("insert a sleep report");
                 return session_id;
             }
+            List::Sessions => query(
+                "INSERT INTO transcript_sessions (id, uid, external_id, started_at, last_segment_at,
+                     completed_at)
+                 VALUES ($1, 'walker', 'external', $2, $2, $2)",
+            )
+            .bind(id)
+            .bind(at)
+            .execute(pool),
+            List::OutboundEvents => {
+                query(
+                    "INSERT INTO outbox (id, event_type, data, dispatched_at)
+                     VALUES ($1, 'test', '{}', now())",
+                )
+                    .bind(id)
+                    .execute(pool)
+            }
+            List::Users => {
+                let uid = if during_walk {
+                    format!("a-{n:04}")
+                } else {
+                    format!("user-{n:04}")
+                };
+                let inserted = sqlx::query(
+                    "INSERT INTO outbox (id, event_type, uid, data, dispatched_at)
+                     VALUES ($1, 'listening.status', $2, '{}', now())",
+                )
+                .bind(id)
+                .bind(&uid)
+                .execute(pool)
+                .await;
+                inserted.expect("insert a user's event");
+                return uid;
+            }
         };
         done.await
             .unwrap_or_else(|error| panic!("insert into {self:?}: {error}"));
@@ -142,6 +186,7 @@ impl List {
     fn expected(self, seeded: Vec<(usize, String)>) -> Vec<String> {
         let mut seeded = seeded;
         match self {
+            List::Users => seeded.sort_by(|a, b| a.1.cmp(&b.1)),
             List::SleepReports => {
                 seeded.sort_by_key(|(n, _)| (n.is_multiple_of(3), std::cmp::Reverse(*n)))
             }
@@ -182,7 +227,7 @@ async fn walk(worker: &TestWorker, list: List) -> Vec<String> {
                 cursor = Some(next.to_owned());
             }
         }
-        list.insert(&worker.pool, 1000 + page_number).await;
+        list.insert(&worker.pool, 1000 + page_number, true).await;
         assert!(page_number < 100, "{list:?} never ends");
     }
     seen
@@ -194,7 +239,7 @@ async fn every_list_walked_page_by_page_while_items_are_added_gives_each_item_on
     for list in LISTS {
         let mut seeded = Vec::new();
         for n in 0..SEEDED {
-            seeded.push((n, list.insert(&worker.pool, n).await));
+            seeded.push((n, list.insert(&worker.pool, n, false).await));
         }
         let expected = list.expected(seeded);
         let seen = walk(&worker, list).await;

@@ -1,5 +1,5 @@
-//! `/v1/deliveries`: what was delivered where, and how. List (newest first, by endpoint
-//! and status), read one with every attempt, and retry a
+//! `/v1/deliveries`: what was delivered where, and how. List (newest first, by endpoint,
+//! status, event type, uid and creation time), read one with every attempt, and retry a
 //! finished one.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use super::list::filter;
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::outbound::manual::{self, Retry};
+use crate::outbound::outbox::EventType;
 
 type Ctx = State<Arc<WorkerContext>>;
 
@@ -30,9 +31,9 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
 
 /// One delivery of one event to one endpoint; `id` is its `webhook-id`.
 #[derive(Debug, Serialize, sqlx::FromRow)]
-struct Delivery {
+pub(super) struct Delivery {
     id: Uuid,
-    event_id: Uuid,
+    pub event_id: Uuid,
     event_type: String,
     endpoint_id: Uuid,
     status: String,
@@ -74,18 +75,28 @@ const SELECT: &str =
 struct Filter {
     endpoint_id: Option<Uuid>,
     status: Option<String>,
+    event_type: Option<String>,
+    uid: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
 }
 
 impl Filter {
     fn take(params: &mut Params) -> Result<Self, ApiError> {
+        let types: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
         Ok(Filter {
             endpoint_id: params.uuid("endpoint_id")?,
             status: params.one_of("status", &["pending", "succeeded", "failed"])?,
+            event_type: params.one_of("event_type", &types)?,
+            uid: params.text("uid")?,
+            since: params.time("since")?,
+            until: params.time("until")?,
         })
     }
 }
 
-/// `GET /v1/deliveries`: newest first (ids are time-ordered UUIDs).
+/// `GET /v1/deliveries`: newest first (ids are time-ordered UUIDs); `since` and `until` bound
+/// when the delivery was created (`since` included, `until` not).
 async fn list(
     _: Admin,
     State(context): Ctx,
@@ -97,12 +108,28 @@ async fn list(
     let mut query = QueryBuilder::new(format!("{SELECT} WHERE true"));
     filter(&mut query, " AND d.endpoint_id = ", conditions.endpoint_id);
     filter(&mut query, " AND d.status = ", conditions.status);
+    filter(&mut query, " AND o.event_type = ", conditions.event_type);
+    filter(&mut query, " AND o.uid = ", conditions.uid);
+    filter(&mut query, " AND d.created_at >= ", conditions.since);
+    filter(&mut query, " AND d.created_at < ", conditions.until);
     filter(&mut query, " AND d.id < ", page.after);
     query
         .push(" ORDER BY d.id DESC LIMIT ")
         .push_bind(page.fetch());
     let rows: Vec<Delivery> = query.build_query_as().fetch_all(&context.pool).await?;
     Ok(Json(page.page(rows, |delivery| delivery.id)))
+}
+
+/// The deliveries of outbox events `events`, by event and then id.
+pub(super) async fn of_events(
+    pool: &sqlx::PgPool,
+    events: &[Uuid],
+) -> Result<Vec<Delivery>, ApiError> {
+    let statement = format!("{SELECT} WHERE d.event_id = ANY($1) ORDER BY d.event_id, d.id");
+    Ok(sqlx::query_as(&statement)
+        .bind(events)
+        .fetch_all(pool)
+        .await?)
 }
 
 async fn read(

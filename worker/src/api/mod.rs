@@ -7,8 +7,10 @@ mod deliveries;
 mod endpoints;
 mod erasure;
 mod error;
+mod events;
 mod input;
 mod list;
+mod outbound_events;
 mod sessions;
 mod sleep;
 mod users;
@@ -46,6 +48,8 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(dead_letters::routes())
         .merge(endpoints::routes())
         .merge(deliveries::routes())
+        .merge(events::routes())
+        .merge(outbound_events::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
