@@ -192,8 +192,12 @@ pub(crate) async fn emit(pool: &PgPool, event_type: EventType, count: i64) -> an
     let mut tx = pool.begin().await?;
     let emitted = uids
         .iter()
-        .map(|uid| Some(uid.as_str()))
         .zip(data)
+        .map(|(uid, data)| outbox::NewEvent {
+            uid: Some(uid.as_str()),
+            data,
+            cause: None,
+        })
         .collect();
     outbox::emit_all(&mut tx, event_type, emitted).await?;
     tx.commit().await?;

@@ -7,11 +7,14 @@ use serde::Serialize;
 use std::net::SocketAddr;
 use tokio::net::{TcpListener, TcpSocket};
 
-/// The error body of every 4xx and 5xx answer: `{"error": "<code>", "message": "<what>"}`.
+/// The error body of every 4xx and 5xx answer: `{"error": "<code>", "message": "<what>"}`,
+/// plus `"field"` when one parameter or body field is at fault.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody {
     pub error: &'static str,
     pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 /// An error answer: status, a stable machine-readable code and a message for people.
@@ -20,9 +23,30 @@ pub fn error_response(
     code: &'static str,
     message: impl Into<String>,
 ) -> Response {
+    error_body_response(status, code, message.into(), None)
+}
+
+/// An error answer about one field (a query or path parameter, or a field of the body), named
+/// in `"field"`.
+pub fn field_error_response(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+    field: impl Into<String>,
+) -> Response {
+    error_body_response(status, code, message.into(), Some(field.into()))
+}
+
+fn error_body_response(
+    status: StatusCode,
+    error: &'static str,
+    message: String,
+    field: Option<String>,
+) -> Response {
     let body = ErrorBody {
-        error: code,
-        message: message.into(),
+        error,
+        message,
+        field,
     };
     (status, Json(body)).into_response()
 }

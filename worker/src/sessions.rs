@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::outbound::outbox::{EventType, emit};
+use crate::outbound::outbox::{EventType, emit, emit_caused};
 
 /// A session in Reflector's `transcript.completed` shape.
 #[derive(Debug, Serialize)]
@@ -54,12 +54,14 @@ struct SessionRow {
     completed_at: Option<DateTime<Utc>>,
 }
 
-/// Completes every open session of `uid` (Omi created a conversation from them).
+/// Completes every open session of the conversation's uid (Omi created the conversation
+/// `cause` from them); their `transcript.completed` events are caused by it.
 pub async fn complete_open_sessions(
     tx: &mut Transaction<'_, Postgres>,
-    uid: &str,
+    cause: &shared::Envelope,
     title: Option<&str>,
 ) -> Result<usize, sqlx::Error> {
+    let uid = cause.uid.as_str();
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE transcript_sessions SET completed_at = now(), title = COALESCE($2, title)
          WHERE uid = $1 AND completed_at IS NULL RETURNING id",
@@ -69,7 +71,7 @@ pub async fn complete_open_sessions(
     .fetch_all(&mut **tx)
     .await?;
     for id in &ids {
-        emit_completed(tx, *id).await?;
+        emit_completed(tx, *id, Some(cause)).await?;
     }
     Ok(ids.len())
 }
@@ -88,23 +90,28 @@ pub async fn complete_idle(pool: &PgPool, idle: std::time::Duration) -> Result<u
     .fetch_all(&mut *tx)
     .await?;
     for id in &ids {
-        emit_completed(&mut tx, *id).await?;
+        emit_completed(&mut tx, *id, None).await?;
     }
     tx.commit().await?;
     Ok(ids.len())
 }
 
-async fn emit_completed(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<(), sqlx::Error> {
+/// Emits `transcript.completed` for session `id`, caused by `cause` when a request completed
+/// it.
+async fn emit_completed(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    cause: Option<&shared::Envelope>,
+) -> Result<(), sqlx::Error> {
     let transcript = load(tx, id).await?.expect("the session was just updated");
     let data = serde_json::to_value(&transcript).expect("a transcript serializes");
-    emit(
-        tx,
-        EventType::TranscriptCompleted,
-        Some(&transcript.uid),
-        data,
-    )
-    .await
-    .map(drop)
+    let completed = EventType::TranscriptCompleted;
+    match cause {
+        Some(cause) => emit_caused(tx, completed, cause, data).await.map(drop),
+        None => emit(tx, completed, Some(&transcript.uid), data)
+            .await
+            .map(drop),
+    }
 }
 
 /// The session with its segments, or `None` when there is no such session.

@@ -93,12 +93,14 @@ fn assert_windows(got: &[serde_json::Value], want: &[worker::audio::levels::Wind
     }
 }
 
+/// The uid's level windows in time order (the API lists them newest first).
 async fn levels_of(pipeline: &TestPipeline, uid: &str, expected: usize) -> Vec<serde_json::Value> {
     eventually(15, "the level windows", || async {
         let page = pipeline
-            .admin_get(&format!("/v1/users/{uid}/audio-levels"))
+            .admin_get(&format!("/v1/users/{uid}/audio-levels?limit=1000"))
             .await;
-        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let mut items = page["items"].as_array().cloned().unwrap_or_default();
+        items.reverse();
         (items.len() == expected).then_some(items)
     })
     .await

@@ -153,18 +153,18 @@ async fn endpoints(worker: &TestWorker, count: usize) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn endpoints_are_listed_a_page_at_a_time() {
+async fn endpoints_are_listed_a_page_at_a_time_newest_first() {
     let worker = TestWorker::start().await;
     let created = endpoints(&worker, 3).await;
 
     let first = worker.get_json("/v1/endpoints?limit=2").await;
-    assert_eq!(first["items"][0]["id"], created[0]["id"]);
+    assert_eq!(first["items"][0]["id"], created[2]["id"]);
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     let cursor = first["next"].as_str().expect("a next page");
     let second = worker
         .get_json(&format!("/v1/endpoints?limit=2&cursor={cursor}"))
         .await;
-    assert_eq!(second["items"][0]["id"], created[2]["id"]);
+    assert_eq!(second["items"][0]["id"], created[0]["id"]);
     assert!(second["next"].is_null());
 }
 

@@ -4,15 +4,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use shared::broker::PublishError;
 
+use super::input::{Params, PathId};
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::dead_letters::{self, RedriveError};
@@ -21,14 +22,6 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
     Router::new()
         .route("/v1/dead-letters", get(list))
         .route("/v1/dead-letters/{id}/redrive", post(redrive))
-}
-
-const PAGE_LIMIT: i64 = 100;
-
-#[derive(Deserialize)]
-struct ListQuery {
-    /// The cursor of the previous page: the id it ended with.
-    after: Option<Uuid>,
 }
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -43,31 +36,31 @@ struct DeadLetter {
     redriven_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /v1/dead-letters`: oldest first.
+/// `GET /v1/dead-letters`: newest first (ids are time-ordered UUIDs).
 async fn list(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Query(query): Query<ListQuery>,
+    mut params: Params,
 ) -> Result<Json<Page<DeadLetter>>, ApiError> {
-    let items: Vec<DeadLetter> = sqlx::query_as(
+    let page = params.page::<Uuid>("dead-letters")?;
+    params.finish()?;
+    let rows: Vec<DeadLetter> = sqlx::query_as(
         "SELECT id, event_id, kind, uid, reason, length(payload) AS payload_bytes, dead_at, redriven_at
-         FROM dead_letters WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2",
+         FROM dead_letters WHERE id < COALESCE($1, 'ffffffff-ffff-ffff-ffff-ffffffffffff')
+         ORDER BY id DESC LIMIT $2",
     )
-    .bind(query.after)
-    .bind(PAGE_LIMIT)
+    .bind(page.after)
+    .bind(page.fetch())
     .fetch_all(&context.pool)
     .await?;
-    let next = (items.len() as i64 == PAGE_LIMIT)
-        .then(|| items.last().map(|item| item.id.to_string()))
-        .flatten();
-    Ok(Json(Page { items, next }))
+    Ok(Json(page.page(rows, |letter| letter.id)))
 }
 
 /// `POST /v1/dead-letters/{id}/redrive`: back on the events queue, processed anew.
 async fn redrive(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Path(id): Path<Uuid>,
+    PathId(id): PathId,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     match dead_letters::redrive(&context, id).await {
         Ok(()) => Ok(Json(json!({"id": id, "status": "redriven"}))),

@@ -1,24 +1,26 @@
-//! `/v1/deliveries`: what was delivered where, and how. List (by endpoint and status, newest
-//! first), read one with every attempt, and retry a finished one.
+//! `/v1/deliveries`: what was delivered where, and how. List (newest first, by endpoint,
+//! status, event type, uid and creation time), read one with every attempt, and retry a
+//! finished one.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use sqlx::QueryBuilder;
 use uuid::Uuid;
 
-use super::input::{PageQuery, input, page};
+use super::input::{Params, PathId};
+use super::list::filter;
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::outbound::manual::{self, Retry};
+use crate::outbound::outbox::EventType;
 
 type Ctx = State<Arc<WorkerContext>>;
-type Id = Result<Path<Uuid>, PathRejection>;
 
 pub fn routes() -> Router<Arc<WorkerContext>> {
     Router::new()
@@ -29,9 +31,9 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
 
 /// One delivery of one event to one endpoint; `id` is its `webhook-id`.
 #[derive(Debug, Serialize, sqlx::FromRow)]
-struct Delivery {
+pub(super) struct Delivery {
     id: Uuid,
-    event_id: Uuid,
+    pub event_id: Uuid,
     event_type: String,
     endpoint_id: Uuid,
     status: String,
@@ -68,48 +70,73 @@ const SELECT: &str =
         d.last_error, d.created_at, d.updated_at
     FROM deliveries d JOIN outbox o ON o.id = d.event_id";
 
-#[derive(Debug, Deserialize)]
+/// What `GET /v1/deliveries` is asked for.
+#[derive(Debug)]
 struct Filter {
     endpoint_id: Option<Uuid>,
     status: Option<String>,
-    limit: Option<i64>,
-    cursor: Option<Uuid>,
+    event_type: Option<String>,
+    uid: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
 }
 
+impl Filter {
+    fn take(params: &mut Params) -> Result<Self, ApiError> {
+        let types: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+        Ok(Filter {
+            endpoint_id: params.uuid("endpoint_id")?,
+            status: params.one_of("status", &["pending", "succeeded", "failed"])?,
+            event_type: params.one_of("event_type", &types)?,
+            uid: params.text("uid")?,
+            since: params.time("since")?,
+            until: params.time("until")?,
+        })
+    }
+}
+
+/// `GET /v1/deliveries`: newest first (ids are time-ordered UUIDs); `since` and `until` bound
+/// when the delivery was created (`since` included, `until` not).
 async fn list(
     _: Admin,
     State(context): Ctx,
-    query: Result<Query<Filter>, QueryRejection>,
+    mut params: Params,
 ) -> Result<Json<Page<Delivery>>, ApiError> {
-    let Query(filter) = input(query)?;
-    if let Some(status) = &filter.status
-        && !["pending", "succeeded", "failed"].contains(&status.as_str())
-    {
-        return Err(ApiError::BadRequest(
-            "status: must be pending, succeeded or failed".into(),
-        ));
-    }
-    let limit = PageQuery {
-        limit: filter.limit,
-        cursor: filter.cursor,
-    }
-    .limit();
-    let rows: Vec<Delivery> = sqlx::query_as(&format!(
-        "{SELECT} WHERE ($1::uuid IS NULL OR d.endpoint_id = $1)
-             AND ($2::text IS NULL OR d.status = $2) AND ($3::uuid IS NULL OR d.id < $3)
-         ORDER BY d.id DESC LIMIT $4"
-    ))
-    .bind(filter.endpoint_id)
-    .bind(&filter.status)
-    .bind(filter.cursor)
-    .bind(limit + 1)
-    .fetch_all(&context.pool)
-    .await?;
-    Ok(Json(page(rows, limit, |delivery| delivery.id)))
+    let conditions = Filter::take(&mut params)?;
+    let page = params.page::<Uuid>("deliveries")?;
+    params.finish()?;
+    let mut query = QueryBuilder::new(format!("{SELECT} WHERE true"));
+    filter(&mut query, " AND d.endpoint_id = ", conditions.endpoint_id);
+    filter(&mut query, " AND d.status = ", conditions.status);
+    filter(&mut query, " AND o.event_type = ", conditions.event_type);
+    filter(&mut query, " AND o.uid = ", conditions.uid);
+    filter(&mut query, " AND d.created_at >= ", conditions.since);
+    filter(&mut query, " AND d.created_at < ", conditions.until);
+    filter(&mut query, " AND d.id < ", page.after);
+    query
+        .push(" ORDER BY d.id DESC LIMIT ")
+        .push_bind(page.fetch());
+    let rows: Vec<Delivery> = query.build_query_as().fetch_all(&context.pool).await?;
+    Ok(Json(page.page(rows, |delivery| delivery.id)))
 }
 
-async fn read(_: Admin, State(context): Ctx, id: Id) -> Result<Json<DeliveryDetail>, ApiError> {
-    let Path(id) = input(id)?;
+/// The deliveries of outbox events `events`, by event and then id.
+pub(super) async fn of_events(
+    pool: &sqlx::PgPool,
+    events: &[Uuid],
+) -> Result<Vec<Delivery>, ApiError> {
+    let statement = format!("{SELECT} WHERE d.event_id = ANY($1) ORDER BY d.event_id, d.id");
+    Ok(sqlx::query_as(&statement)
+        .bind(events)
+        .fetch_all(pool)
+        .await?)
+}
+
+async fn read(
+    _: Admin,
+    State(context): Ctx,
+    PathId(id): PathId,
+) -> Result<Json<DeliveryDetail>, ApiError> {
     let delivery: Delivery = sqlx::query_as(&format!("{SELECT} WHERE d.id = $1"))
         .bind(id)
         .fetch_optional(&context.pool)
@@ -128,9 +155,8 @@ async fn read(_: Admin, State(context): Ctx, id: Id) -> Result<Json<DeliveryDeta
 async fn retry(
     _: Admin,
     State(context): Ctx,
-    id: Id,
+    PathId(id): PathId,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let Path(id) = input(id)?;
     match manual::retry(&context.pool, id).await? {
         Retry::Requeued => Ok((
             StatusCode::ACCEPTED,

@@ -4,20 +4,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::input::input;
+use super::input::PathUid;
 use super::{Admin, ApiError};
 use crate::WorkerContext;
 use crate::lifecycle::erasure;
-
-type Uid = Result<Path<String>, PathRejection>;
 
 pub fn routes() -> Router<Arc<WorkerContext>> {
     Router::new()
@@ -25,22 +22,12 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
         .route("/v1/users/{uid}/erasure", get(progress))
 }
 
-/// The path's uid, held to the bounds ingest holds uids to (non-empty, at most 256 bytes, no
-/// NUL), so a uid ingest could never have stored is a 400, not a job.
-fn uid(path: Uid) -> Result<String, ApiError> {
-    let Path(uid) = input(path)?;
-    shared::payload::fields::identifier(&uid)
-        .map_err(|problem| ApiError::BadRequest(format!("uid: {problem}")))?;
-    Ok(uid)
-}
-
 /// `DELETE /v1/users/{uid}`: 202 with the job and `Location` of its progress.
 async fn request(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    path: Uid,
+    PathUid(uid): PathUid,
 ) -> Result<Response, ApiError> {
-    let uid = uid(path)?;
     let job = erasure::request(&context.pool, &uid).await?;
     let location = format!("/v1/users/{}/erasure", encode(&uid));
     let body = json!({
@@ -61,9 +48,8 @@ async fn request(
 async fn progress(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    path: Uid,
+    PathUid(uid): PathUid,
 ) -> Result<Json<erasure::Job>, ApiError> {
-    let uid = uid(path)?;
     erasure::latest(&context.pool, &uid)
         .await?
         .map(Json)

@@ -7,13 +7,17 @@ mod deliveries;
 mod endpoints;
 mod erasure;
 mod error;
+mod events;
 mod input;
+mod list;
+mod outbound_events;
 mod sessions;
 mod sleep;
 mod users;
 
 pub use auth::Admin;
 pub use error::ApiError;
+pub use list::Page;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +27,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
 use serde_json::json;
 use shared::http::{WORKER_OPENAPI, error_response, healthz, metrics, openapi_response};
 
@@ -45,15 +48,22 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(dead_letters::routes())
         .merge(endpoints::routes())
         .merge(deliveries::routes())
+        .merge(events::routes())
+        .merge(outbound_events::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }
 
-/// A page of a list: `{"items": [...], "next": <cursor or null>}`.
-#[derive(Debug, Serialize)]
-pub struct Page<T: Serialize> {
-    pub items: Vec<T>,
-    pub next: Option<String>,
+/// A known path asked with a method it does not serve: 405, with the `Allow` header axum adds
+/// to this answer.
+async fn method_not_allowed(method: axum::http::Method) -> Response {
+    let message = format!("{method} is not served on this path; Allow lists the methods that are");
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    )
 }
 
 /// How long `/readyz` waits for Postgres to answer.

@@ -4,11 +4,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::input::{Params, PathUid};
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 
@@ -16,14 +17,6 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
     Router::new()
         .route("/v1/users/{uid}/sleep/reports", get(reports))
         .route("/v1/users/{uid}/sleep/stats", get(stats))
-}
-
-const PAGE_LIMIT: i64 = 100;
-
-#[derive(Deserialize)]
-struct ReportsQuery {
-    /// The cursor of the previous page: the session id it ended with.
-    after: Option<String>,
 }
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -37,28 +30,41 @@ struct Report {
     stat: Option<serde_json::Value>,
 }
 
-/// `GET /v1/users/{uid}/sleep/reports`: newest session first.
+/// A report's place in the list: its start (reports without one come last) and session id.
+type ReportKey = (Option<DateTime<Utc>>, String);
+
+/// `GET /v1/users/{uid}/sleep/reports`: newest session first; reports without a start time
+/// follow all the others, by session id.
 async fn reports(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Path(uid): Path<String>,
-    Query(query): Query<ReportsQuery>,
+    PathUid(uid): PathUid,
+    mut params: Params,
 ) -> Result<Json<Page<Report>>, ApiError> {
-    let items: Vec<Report> = sqlx::query_as(
+    let page = params.page::<ReportKey>("sleep-reports")?;
+    params.finish()?;
+    let (start_before, session_before) = page.after.clone().unzip();
+    let start_before = start_before.flatten();
+    // After a report with a start: those with an earlier start (or the same start and a lower
+    // id), then every one without a start. After one without a start: those without, lower id.
+    let rows: Vec<Report> = sqlx::query_as(
         "SELECT session_id, start_time, end_time, time_in_sleep_s, sleep_efficiency, session, stat
          FROM sleep_reports WHERE uid = $1
-           AND ($2::text IS NULL OR (start_time, session_id) < (SELECT start_time, session_id FROM sleep_reports WHERE uid = $1 AND session_id = $2))
-         ORDER BY start_time DESC NULLS LAST, session_id DESC LIMIT $3",
+           AND ($3::text IS NULL
+                OR ($2::timestamptz IS NOT NULL
+                    AND (start_time IS NULL OR (start_time, session_id) < ($2, $3)))
+                OR ($2::timestamptz IS NULL AND start_time IS NULL AND session_id < $3))
+         ORDER BY start_time DESC NULLS LAST, session_id DESC LIMIT $4",
     )
     .bind(&uid)
-    .bind(&query.after)
-    .bind(PAGE_LIMIT)
+    .bind(start_before)
+    .bind(&session_before)
+    .bind(page.fetch())
     .fetch_all(&context.pool)
     .await?;
-    let next = (items.len() as i64 == PAGE_LIMIT)
-        .then(|| items.last().map(|report| report.session_id.clone()))
-        .flatten();
-    Ok(Json(Page { items, next }))
+    Ok(Json(page.page(rows, |report| {
+        (report.start_time, report.session_id.clone())
+    })))
 }
 
 #[derive(Serialize, sqlx::FromRow)]
@@ -73,7 +79,7 @@ struct Stats {
 async fn stats(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    Path(uid): Path<String>,
+    PathUid(uid): PathUid,
 ) -> Result<Json<Stats>, ApiError> {
     let stats: Stats = sqlx::query_as(
         "SELECT count(*) AS total_sessions,

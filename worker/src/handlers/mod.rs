@@ -6,7 +6,11 @@
 //! claimed event's handler (transcript batches all at once, with one statement per table) and
 //! commits once. The consumer acknowledges the messages only after this returns.
 //!
-//! The same statement remembers erasures: an event whose uid was erased after ingest received
+//! The same statement records each duplicate (an event whose dedup key is stored under another
+//! event id) in `inbound_duplicates`, naming the event it duplicates, so `GET /v1/events/{id}`
+//! can answer for it; a batch without duplicates writes nothing there.
+//!
+//! It also remembers erasures: an event whose uid was erased after ingest received
 //! it (an `erasures` row with a later `requested_at`, found with one index lookup for the
 //! batch's uids) was still in the queue when the erasure started, and is dropped, not stored.
 
@@ -22,7 +26,7 @@ use shared::{Envelope, EventKind};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::outbound::outbox::{EventType, emit};
+use crate::outbound::outbox::{EventType, emit_caused};
 
 /// What became of one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +141,23 @@ async fn claim(
              WHERE event_id NOT IN (SELECT event_id FROM erased)
              ORDER BY n
              ON CONFLICT DO NOTHING
-             RETURNING event_id
+             RETURNING event_id, source, uid, dedup_key
+         ), unclaimed AS (
+             SELECT * FROM incoming
+             WHERE event_id NOT IN (SELECT event_id FROM claimed)
+               AND event_id NOT IN (SELECT event_id FROM erased)
+         ), duplicates AS (
+             INSERT INTO inbound_duplicates (event_id, original_id, received_at)
+             SELECT DISTINCT ON (u.event_id) u.event_id, o.event_id, u.received_at
+             FROM unclaimed u JOIN (
+                 SELECT event_id, source, uid, dedup_key FROM claimed
+                 UNION ALL
+                 SELECT e.event_id, e.source, e.uid, e.dedup_key FROM inbound_events e
+                 JOIN unclaimed x USING (source, uid, dedup_key)
+             ) o USING (source, uid, dedup_key)
+             WHERE o.event_id <> u.event_id
+             ORDER BY u.event_id
+             ON CONFLICT DO NOTHING
          )
          SELECT event_id, true FROM claimed UNION ALL SELECT event_id, false FROM erased",
     )
@@ -172,9 +192,7 @@ async fn emit_if_stored(
             serde_json::Value::String(envelope.uid.clone()),
         );
     }
-    emit(tx, event_type, Some(&envelope.uid), data)
-        .await
-        .map(drop)
+    emit_caused(tx, event_type, envelope, data).await.map(drop)
 }
 
 /// Parses an envelope's JSON payload into the type its kind promises.

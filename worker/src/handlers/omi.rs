@@ -11,7 +11,7 @@ use shared::payload::omi::{Conversation, DaySummary, MemoryEvent};
 use sqlx::{Postgres, Transaction};
 
 use super::{HandlerError, payload};
-use crate::outbound::outbox::{EventType, emit};
+use crate::outbound::outbox::{EventType, emit_caused};
 use crate::sessions;
 
 /// Upserts the conversation; the first time, emits `memory.created` and completes the uid's
@@ -40,8 +40,8 @@ pub async fn conversation(
     .fetch_one(&mut **tx)
     .await?;
     if inserted {
-        emit(tx, EventType::MemoryCreated, Some(&envelope.uid), data).await?;
-        sessions::complete_open_sessions(tx, &envelope.uid, title.as_deref()).await?;
+        emit_caused(tx, EventType::MemoryCreated, envelope, data).await?;
+        sessions::complete_open_sessions(tx, envelope, title.as_deref()).await?;
     }
     Ok(())
 }
@@ -72,7 +72,7 @@ pub async fn memory_event(
         _ => EventType::MemoryStatusChanged,
     };
     let body = json!({"uid": envelope.uid, "type": event.kind, "memory": event.memory});
-    emit(tx, event_type, Some(&envelope.uid), body).await?;
+    emit_caused(tx, event_type, envelope, body).await?;
     Ok(())
 }
 
@@ -98,6 +98,6 @@ pub async fn day_summary(
         "summary": summary.summary_json,
         "created_at": summary.created_at,
     });
-    emit(tx, EventType::DaySummaryCreated, Some(&envelope.uid), data).await?;
+    emit_caused(tx, EventType::DaySummaryCreated, envelope, data).await?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{HandlerError, payload};
-use crate::outbound::outbox::{EventType, emit_all};
+use crate::outbound::outbox::{EventType, NewEvent, emit_all};
 
 /// A session's key: (uid, the sender's session id).
 type SessionKey<'a> = (&'a str, &'a str);
@@ -64,7 +64,11 @@ pub async fn store_all(
                     "external_session_id": r.batch.session_id,
                     "segment": segment,
                 });
-                events.push((Some(r.envelope.uid.as_str()), data));
+                events.push(NewEvent {
+                    uid: Some(r.envelope.uid.as_str()),
+                    data,
+                    cause: Some(r.envelope.event_id),
+                });
             }
         }
     }

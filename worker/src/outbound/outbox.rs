@@ -96,35 +96,79 @@ pub struct OutboxEvent {
     pub created_at: DateTime<Utc>,
 }
 
-/// Records one outbound event inside the caller's transaction; returns its id (the stable
-/// `webhook-id` root of its deliveries).
+/// One event to record: the user it is about, its data, and the inbound event it was emitted
+/// for (`None` for events no single request causes: audio levels, listening changes, sessions
+/// completed by idle time, endpoint changes).
+#[derive(Debug, Clone)]
+pub struct NewEvent<'a> {
+    pub uid: Option<&'a str>,
+    pub data: serde_json::Value,
+    pub cause: Option<Uuid>,
+}
+
+/// Records one outbound event no single inbound event caused, inside the caller's
+/// transaction; returns its id (the stable `webhook-id` root of its deliveries).
 pub async fn emit(
     tx: &mut Transaction<'_, Postgres>,
     event_type: EventType,
     uid: Option<&str>,
     data: serde_json::Value,
 ) -> Result<Uuid, sqlx::Error> {
-    let ids = emit_all(tx, event_type, vec![(uid, data)]).await?;
+    emit_one(
+        tx,
+        event_type,
+        NewEvent {
+            uid,
+            data,
+            cause: None,
+        },
+    )
+    .await
+}
+
+/// Records one outbound event caused by the inbound event `cause`, about its uid.
+pub async fn emit_caused(
+    tx: &mut Transaction<'_, Postgres>,
+    event_type: EventType,
+    cause: &shared::Envelope,
+    data: serde_json::Value,
+) -> Result<Uuid, sqlx::Error> {
+    let event = NewEvent {
+        uid: Some(&cause.uid),
+        data,
+        cause: Some(cause.event_id),
+    };
+    emit_one(tx, event_type, event).await
+}
+
+async fn emit_one(
+    tx: &mut Transaction<'_, Postgres>,
+    event_type: EventType,
+    event: NewEvent<'_>,
+) -> Result<Uuid, sqlx::Error> {
+    let ids = emit_all(tx, event_type, vec![event]).await?;
     Ok(ids[0])
 }
 
-/// Records events of one type, each with its uid and data, and their deliveries, with one
-/// statement and in order (their ids, which the delivery order follows, grow); returns their
-/// ids.
+/// Records events of one type and their deliveries, with one statement and in order (their
+/// ids, which the delivery order follows, grow); returns their ids.
 pub async fn emit_all(
     tx: &mut Transaction<'_, Postgres>,
     event_type: EventType,
-    events: Vec<(Option<&str>, serde_json::Value)>,
+    events: Vec<NewEvent<'_>>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
-    let (uids, data): (Vec<Option<&str>>, Vec<serde_json::Value>) = events.into_iter().unzip();
+    let uids: Vec<Option<&str>> = events.iter().map(|event| event.uid).collect();
+    let causes: Vec<Option<Uuid>> = events.iter().map(|event| event.cause).collect();
+    let data: Vec<serde_json::Value> = events.into_iter().map(|event| event.data).collect();
     sqlx::query(concat!(
         "WITH emitted AS (
-             INSERT INTO outbox (id, event_type, uid, data, dispatched_at)
-             SELECT id, $2, uid, data, now() FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[]) AS e (id, uid, data)
+             INSERT INTO outbox (id, event_type, uid, data, inbound_event_id, dispatched_at)
+             SELECT id, $2, uid, data, cause, now()
+             FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[], $5::uuid[]) AS e (id, uid, data, cause)
              RETURNING id
          )
          INSERT INTO deliveries (id, event_id, endpoint_id)
@@ -136,6 +180,7 @@ pub async fn emit_all(
     .bind(event_type.as_str())
     .bind(&uids)
     .bind(data)
+    .bind(&causes)
     .execute(&mut **tx)
     .await?;
     Ok(ids)

@@ -7,18 +7,17 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 mod store;
 
-use super::input::{PageQuery, input, page};
+use super::input::{JsonBody, Params, PathId};
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::outbound::endpoint::{self as rules, EndpointError};
@@ -26,7 +25,6 @@ use crate::outbound::manual;
 use store::{Endpoint, Stats, find};
 
 type Ctx = State<Arc<WorkerContext>>;
-type Id = Result<Path<Uuid>, PathRejection>;
 
 /// How long a rotated-out secret keeps signing.
 const ROTATION_OVERLAP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -43,7 +41,19 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
 
 impl From<EndpointError> for ApiError {
     fn from(error: EndpointError) -> Self {
-        ApiError::BadRequest(error.to_string())
+        let field = match &error {
+            EndpointError::UnparsableUrl | EndpointError::Destination(_) => "url",
+            EndpointError::EventTypes(_) => "event_types",
+            EndpointError::Secret => "secret",
+            EndpointError::Headers(_) => "headers",
+            EndpointError::Timeout => "timeout_ms",
+            EndpointError::RateLimit => "rate_limit_per_s",
+        };
+        // The error's text already starts with the field's name.
+        ApiError::Invalid {
+            field: field.to_owned(),
+            message: error.to_string(),
+        }
     }
 }
 
@@ -86,9 +96,8 @@ where
 async fn create(
     _: Admin,
     State(context): Ctx,
-    body: Result<Json<NewEndpoint>, JsonRejection>,
+    JsonBody(new): JsonBody<NewEndpoint>,
 ) -> Result<(StatusCode, Json<Endpoint>), ApiError> {
-    let Json(new) = input(body)?;
     let now = Utc::now();
     let enabled = new.enabled.unwrap_or(true);
     let endpoint = Endpoint {
@@ -111,35 +120,38 @@ async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// `GET /v1/endpoints`: newest first (ids are time-ordered UUIDs).
 async fn list(
     _: Admin,
     State(context): Ctx,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    mut params: Params,
 ) -> Result<Json<Page<Endpoint>>, ApiError> {
-    let Query(query) = input(query)?;
-    let rows = store::page_after(&context, query.cursor, query.limit() + 1).await?;
+    let page = params.page::<Uuid>("endpoints")?;
+    params.finish()?;
+    let rows = store::page_before(&context, page.after, page.fetch()).await?;
     let rows = rows.into_iter().map(Endpoint::masked).collect();
-    Ok(Json(page(rows, query.limit(), |endpoint| endpoint.id)))
+    Ok(Json(page.page(rows, |endpoint| endpoint.id)))
 }
 
-async fn read(_: Admin, State(context): Ctx, id: Id) -> Result<Json<Endpoint>, ApiError> {
-    let Path(id) = input(id)?;
+async fn read(
+    _: Admin,
+    State(context): Ctx,
+    PathId(id): PathId,
+) -> Result<Json<Endpoint>, ApiError> {
     Ok(Json(find(&context, id).await?.masked()))
 }
 
 async fn update(
     _: Admin,
     State(context): Ctx,
-    id: Id,
-    body: Result<Json<EndpointPatch>, JsonRejection>,
+    PathId(id): PathId,
+    JsonBody(patch): JsonBody<EndpointPatch>,
 ) -> Result<Json<Endpoint>, ApiError> {
-    let (Path(id), Json(patch)) = (input(id)?, input(body)?);
     patch.check(&context)?;
     Ok(Json(store::update(&context, id, &patch).await?.masked()))
 }
 
-async fn remove(_: Admin, State(context): Ctx, id: Id) -> Result<StatusCode, ApiError> {
-    let Path(id) = input(id)?;
+async fn remove(_: Admin, State(context): Ctx, PathId(id): PathId) -> Result<StatusCode, ApiError> {
     let deleted = sqlx::query("DELETE FROM endpoints WHERE id = $1")
         .bind(id)
         .execute(&context.pool)
@@ -150,8 +162,11 @@ async fn remove(_: Admin, State(context): Ctx, id: Id) -> Result<StatusCode, Api
     }
 }
 
-async fn rotate(_: Admin, State(context): Ctx, id: Id) -> Result<Json<Endpoint>, ApiError> {
-    let Path(id) = input(id)?;
+async fn rotate(
+    _: Admin,
+    State(context): Ctx,
+    PathId(id): PathId,
+) -> Result<Json<Endpoint>, ApiError> {
     let expires_at = Utc::now() + ROTATION_OVERLAP;
     let secret = rules::generate_secret();
     let rotated = store::rotate_secret(&context, id, &secret, expires_at).await?;
@@ -169,8 +184,11 @@ struct TestResult {
     error: Option<String>,
 }
 
-async fn test(_: Admin, State(context): Ctx, id: Id) -> Result<Json<TestResult>, ApiError> {
-    let Path(id) = input(id)?;
+async fn test(
+    _: Admin,
+    State(context): Ctx,
+    PathId(id): PathId,
+) -> Result<Json<TestResult>, ApiError> {
     let (delivery_id, report) = manual::send_test(&context.outbound, &context.pool, id)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
@@ -184,18 +202,16 @@ async fn test(_: Admin, State(context): Ctx, id: Id) -> Result<Json<TestResult>,
     }))
 }
 
-#[derive(Debug, Deserialize)]
-struct Since {
-    since: DateTime<Utc>,
-}
-
 async fn recover(
     _: Admin,
     State(context): Ctx,
-    id: Id,
-    query: Result<Query<Since>, QueryRejection>,
+    PathId(id): PathId,
+    mut params: Params,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let (Path(id), Query(Since { since })) = (input(id)?, input(query)?);
+    let since = params
+        .time("since")?
+        .ok_or_else(|| ApiError::invalid("since", "required (an RFC 3339 time)"))?;
+    params.finish()?;
     let requeued = manual::recover(&context.pool, id, since)
         .await?
         .ok_or(ApiError::NotFound("endpoint"))?;
@@ -203,8 +219,7 @@ async fn recover(
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
-async fn stats(_: Admin, State(context): Ctx, id: Id) -> Result<Json<Stats>, ApiError> {
-    let Path(id) = input(id)?;
+async fn stats(_: Admin, State(context): Ctx, PathId(id): PathId) -> Result<Json<Stats>, ApiError> {
     find(&context, id).await?;
     let stats = store::stats(&context, id).await?;
     Ok(Json(stats))

@@ -201,17 +201,19 @@ pub async fn find(context: &WorkerContext, id: Uuid) -> Result<Endpoint, ApiErro
     found.ok_or(ApiError::NotFound("endpoint"))
 }
 
-/// A page of endpoints after `cursor`, oldest first; `limit` rows at most.
-pub async fn page_after(
+/// A page of endpoints older than the one with id `before`, newest first; `limit` rows at
+/// most.
+pub async fn page_before(
     context: &WorkerContext,
-    cursor: Option<Uuid>,
+    before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Endpoint>, ApiError> {
     let statement = format!(
-        "SELECT {COLUMNS} FROM endpoints WHERE ($1::uuid IS NULL OR id > $1) ORDER BY id LIMIT $2"
+        "SELECT {COLUMNS} FROM endpoints
+         WHERE id < COALESCE($1, 'ffffffff-ffff-ffff-ffff-ffffffffffff') ORDER BY id DESC LIMIT $2"
     );
     Ok(sqlx::query_as(&statement)
-        .bind(cursor)
+        .bind(before)
         .bind(limit)
         .fetch_all(&context.pool)
         .await?)
