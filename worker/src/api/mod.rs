@@ -10,6 +10,7 @@ mod error;
 mod input;
 mod sessions;
 mod sleep;
+mod stream;
 mod users;
 
 pub use auth::Admin;
@@ -45,6 +46,7 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(dead_letters::routes())
         .merge(endpoints::routes())
         .merge(deliveries::routes())
+        .merge(stream::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }
