@@ -8,6 +8,7 @@ mod endpoints;
 mod erasure;
 mod error;
 mod input;
+mod session;
 mod sessions;
 mod sleep;
 mod stream;
@@ -46,6 +47,7 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(dead_letters::routes())
         .merge(endpoints::routes())
         .merge(deliveries::routes())
+        .merge(session::routes())
         .merge(stream::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
