@@ -238,3 +238,24 @@ async fn signing_out_clears_the_cookie_and_expired_or_revoked_sessions_are_refus
         status_and_json(with_cookie(&worker, Method::GET, "/v1/endpoints", &cookie)).await;
     assert_eq!(status, 401, "revoked");
 }
+
+#[tokio::test]
+async fn the_dashboard_page_and_its_assets_come_from_the_binary_with_a_strict_policy() {
+    let worker = TestWorker::start().await;
+    for (path, kind, text) in [
+        ("/dashboard", "text/html", "/dashboard/app.js"),
+        ("/dashboard/app.js", "text/javascript", "/v1/stream?"),
+        ("/dashboard/app.css", "text/css", "meter"),
+    ] {
+        let response = worker.client.get(worker.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let headers = response.headers().clone();
+        assert!(
+            headers["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let policy = headers["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
+        assert!(response.text().await.unwrap().contains(text), "{path}");
+    }
+}

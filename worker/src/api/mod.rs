@@ -49,6 +49,7 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(deliveries::routes())
         .merge(session::routes())
         .merge(stream::routes())
+        .merge(crate::dashboard::routes())
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)
 }
