@@ -343,7 +343,7 @@ async fn settle(
         record(context, envelope, outcome, started);
     }
     if outcomes.contains(&Outcome::Stored) {
-        context.outbound.wake.notify_one();
+        context.events_committed();
     }
     // All at once: the acks go out together instead of each waiting for the one before it
     // to pass through the connection's I/O loop.

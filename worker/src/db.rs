@@ -1,12 +1,12 @@
 //! Postgres: how to connect (TLS included), creating the database if it is missing, the
-//! connection pool, migrations (waiting for Postgres to come up), and which errors pass by
-//! themselves.
+//! connection pool, migrations (waiting for Postgres to come up), which errors pass by
+//! themselves, and waiting for a `NOTIFY`.
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use shared::config::CaFile;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use tokio::sync::watch;
 
@@ -150,4 +150,37 @@ fn is_transient_code(error: &sqlx::Error) -> bool {
         &*code,
         "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
     )
+}
+
+/// Resolves on a notification on one of `channels`; (re)connects `listener` on its own
+/// connection when it is missing (and then resolves at once, since what was notified before it
+/// listened is lost), and drops it when it breaks. While it cannot listen it never resolves, so
+/// the caller's own timer (its poll interval) takes over.
+pub async fn notified(pool: &PgPool, listener: &mut Option<PgListener>, channels: &[&str]) {
+    if listener.is_none() {
+        match listen(pool, channels).await {
+            Ok(connected) => {
+                *listener = Some(connected);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, ?channels, "LISTEN unavailable; polling");
+                return std::future::pending().await;
+            }
+        }
+    }
+    let Some(connected) = listener.as_mut() else {
+        return;
+    };
+    if let Err(error) = connected.recv().await {
+        tracing::debug!(%error, ?channels, "LISTEN connection lost");
+        *listener = None;
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn listen(pool: &PgPool, channels: &[&str]) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen_all(channels.iter().copied()).await?;
+    Ok(listener)
 }

@@ -7,6 +7,7 @@
 //! - [`audio`]: audio levels and listening status.
 //! - [`handlers`]: the per-kind handlers and the dedup claim they share.
 //! - [`api`]: health, readiness, metrics and the management API.
+//! - [`dashboard`]: the `/dashboard` web page, embedded in the binary.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`dead_letters`]: poison messages: recording and redriving them.
 //! - [`db`]: connecting (TLS included), database creation, pool and migrations.
@@ -14,6 +15,7 @@
 //! - [`gauges`]: gauges sampled every few seconds (queues, database, pool, endpoints).
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
 //! - [`sweeper`]: periodic work: folding audio, stopping idle streams.
+//! - [`stream`]: the live stream of outbound events (LISTEN/NOTIFY in, Server-Sent Events out).
 //! - [`lifecycle`]: the data lifecycle: erasing a user.
 //! - [`supervisor`]: restarting a background task that dies, and reporting it.
 //! - [`settings`]: configuration from the environment.
@@ -21,6 +23,7 @@
 pub mod api;
 pub mod audio;
 pub mod consumer;
+pub mod dashboard;
 pub mod db;
 pub mod dead_letters;
 pub mod gauges;
@@ -29,6 +32,7 @@ pub mod lifecycle;
 pub mod outbound;
 pub mod sessions;
 pub mod settings;
+pub mod stream;
 pub mod supervisor;
 pub mod sweeper;
 
@@ -54,6 +58,8 @@ pub struct WorkerContext {
     pub publish_channel: std::sync::RwLock<Option<lapin::Channel>>,
     /// The outbound delivery side: HTTP client, schedule, per-endpoint isolation.
     pub outbound: outbound::Outbound,
+    /// The live stream's broadcast to this worker's clients, and its wake-ups.
+    pub stream: stream::Hub,
     /// Which background tasks run now (for `/readyz`).
     pub tasks: Arc<TaskHealth>,
     /// Turns true when shutdown begins.
@@ -67,6 +73,13 @@ impl WorkerContext {
 
     pub fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
+    }
+
+    /// Called after this worker commits outbox events: wakes its delivery loop and has every
+    /// worker's stream read them. Never waits.
+    pub fn events_committed(&self) {
+        self.outbound.wake.notify_one();
+        self.stream.committed();
     }
 }
 
@@ -87,6 +100,7 @@ pub async fn run(
     let (stop, stopping) = watch::channel(false);
     let context = Arc::new(WorkerContext {
         outbound: outbound::Outbound::new(&settings.delivery)?,
+        stream: stream::Hub::default(),
         settings,
         pool,
         broker_connected: AtomicBool::new(false),
@@ -150,8 +164,8 @@ async fn serve(
     }
 }
 
-/// Starts the consumer, the sweeper, the delivery loop, retention and the erasure loop, each
-/// under supervision.
+/// Starts the consumer, the sweeper, the delivery loop, retention, the erasure loop and the
+/// stream's fan-in, each under supervision.
 fn start_tasks(context: &Arc<WorkerContext>) -> Vec<JoinHandle<()>> {
     vec![
         supervised(context, Task::Consumer, consumer::run),
@@ -159,6 +173,7 @@ fn start_tasks(context: &Arc<WorkerContext>) -> Vec<JoinHandle<()>> {
         supervised(context, Task::Deliveries, outbound::run),
         supervised(context, Task::Erasure, lifecycle::erasure::run),
         supervised(context, Task::Retention, lifecycle::retention::run),
+        supervised(context, Task::Stream, stream::run),
     ]
 }
 
@@ -245,6 +260,7 @@ fn describe_metrics() {
     gauges::describe_metrics();
     outbound::metrics::describe_metrics();
     lifecycle::retention::describe_metrics();
+    stream::describe_metrics();
     describe_counter!(
         "worker_events_total",
         "Events the consumer stored and acknowledged, by kind and outcome (stored, duplicate, erased: dropped because their uid was erased after ingest received them)"

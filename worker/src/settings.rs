@@ -35,6 +35,11 @@ pub struct WorkerSettings {
     /// `ADMIN_TOKEN`: comma-separated bearer tokens of the management API; any of them is
     /// accepted, so a token is rotated by listing the new one beside it, then dropping the old.
     pub admin_tokens: Vec<String>,
+    /// `ADMIN_SESSION_TTL` (default `12h`, humantime): how long a dashboard session cookie from
+    /// `POST /v1/auth/session` is valid.
+    pub admin_session_ttl: Duration,
+    /// The live stream (`GET /v1/stream`).
+    pub stream: StreamSettings,
     pub audio: AudioSettings,
     /// `SESSION_IDLE_MS` (default 120000): quiet after which a transcript session completes.
     pub session_idle: Duration,
@@ -71,6 +76,39 @@ pub struct AudioSettings {
     pub sweep_interval: Duration,
 }
 
+/// How the live stream reads the outbox and serves its clients ([`crate::stream`]).
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    /// `STREAM_CLIENT_BUFFER` (default 4096, at least 1): events one stream client may have
+    /// waiting to be written; a client that lets more pile up is dropped (its stream ends).
+    pub client_buffer: usize,
+    /// `STREAM_KEEP_ALIVE_MS` (default 15000): a comment line is sent after this long without
+    /// an event, so proxies and browsers keep the connection.
+    pub keep_alive: Duration,
+    /// `STREAM_NOTIFY_MS` (default 50): the least time between two `NOTIFY outbox_stream` a
+    /// worker sends after committing events (the first after a quiet spell goes at once).
+    pub notify_interval: Duration,
+    /// `STREAM_POLL_MS` (default 1000): the longest a worker with stream clients waits before it
+    /// reads the outbox without having been notified (a lost notification, or a writer that
+    /// sends none).
+    pub poll_interval: Duration,
+}
+
+impl StreamSettings {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        Ok(StreamSettings {
+            client_buffer: env.parse::<usize>("STREAM_CLIENT_BUFFER", 4096)?.max(1),
+            keep_alive: env
+                .millis("STREAM_KEEP_ALIVE_MS", 15_000)?
+                .max(Duration::from_millis(10)),
+            notify_interval: env.millis("STREAM_NOTIFY_MS", 50)?,
+            poll_interval: env
+                .millis("STREAM_POLL_MS", 1_000)?
+                .max(Duration::from_millis(10)),
+        })
+    }
+}
+
 /// Room for the batches in flight and as many again waiting, within AMQP's 16-bit prefetch.
 fn default_prefetch(batch: usize, batches_in_flight: usize) -> u16 {
     let wanted = batch.saturating_mul(batches_in_flight).saturating_mul(2);
@@ -97,6 +135,9 @@ impl WorkerSettings {
                 default_prefetch(batch, batches_in_flight),
             )?,
             admin_tokens: env.list("ADMIN_TOKEN"),
+            admin_session_ttl: duration(env, "ADMIN_SESSION_TTL", "12h")?
+                .max(Duration::from_secs(1)),
+            stream: StreamSettings::from_env(env)?,
             session_idle: env.millis("SESSION_IDLE_MS", 120_000)?,
             audio: AudioSettings {
                 window_ms: env.parse("AUDIO_WINDOW_MS", 100)?,
@@ -415,6 +456,28 @@ mod tests {
         assert_eq!(error.name, "RETAIN_INBOUND_EVENTS");
         let error = retention_with(&[("RETENTION_PAUSE", "-1s")]).unwrap_err();
         assert_eq!(error.name, "RETENTION_PAUSE");
+    }
+
+    #[test]
+    fn stream_and_session_settings_default_and_parse() {
+        let defaults = WorkerSettings::from_env(&Env::new(|_| None)).unwrap();
+        assert_eq!(defaults.admin_session_ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(defaults.stream.client_buffer, 4096);
+        assert_eq!(defaults.stream.keep_alive, Duration::from_secs(15));
+        let env = |name: &str| match name {
+            "ADMIN_SESSION_TTL" => Some("30m".to_string()),
+            "STREAM_CLIENT_BUFFER" => Some("0".to_string()),
+            _ => None,
+        };
+        let set = WorkerSettings::from_env(&Env::new(env)).unwrap();
+        assert_eq!(set.admin_session_ttl, Duration::from_secs(1800));
+        assert_eq!(
+            set.stream.client_buffer, 1,
+            "a client holds at least one event"
+        );
+        let bad = |name: &str| (name == "ADMIN_SESSION_TTL").then(|| "a day".to_string());
+        let error = WorkerSettings::from_env(&Env::new(bad)).unwrap_err();
+        assert_eq!(error.name, "ADMIN_SESSION_TTL");
     }
 
     #[test]

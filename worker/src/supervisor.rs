@@ -1,5 +1,5 @@
 //! Supervision of the worker's long-running tasks (the consumer, the sweeper, the delivery
-//! loop, retention and the erasure loop): a task that panics, or returns while the worker is not stopping, is logged, counted
+//! loop, retention, the erasure loop and the stream's fan-in): a task that panics, or returns while the worker is not stopping, is logged, counted
 //! in `worker_task_restarts_total{task}`, shown as down in `worker_task_up{task}` and in
 //! `/readyz`, and started again after a backoff (100 ms doubling to 5 s; back to 100 ms once a
 //! run has lasted a minute).
@@ -27,15 +27,17 @@ pub enum Task {
     Deliveries,
     Erasure,
     Retention,
+    Stream,
 }
 
 impl Task {
-    pub const ALL: [Task; 5] = [
+    pub const ALL: [Task; 6] = [
         Task::Consumer,
         Task::Sweeper,
         Task::Deliveries,
         Task::Erasure,
         Task::Retention,
+        Task::Stream,
     ];
 
     pub fn name(self) -> &'static str {
@@ -45,6 +47,7 @@ impl Task {
             Task::Deliveries => "deliveries",
             Task::Erasure => "erasure",
             Task::Retention => "retention",
+            Task::Stream => "stream",
         }
     }
 }

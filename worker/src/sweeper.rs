@@ -26,7 +26,7 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
         }
         // Levels, status changes, completed sessions or deliveries may be new.
         if sweep(&context).await > 0 {
-            context.outbound.wake.notify_one();
+            context.events_committed();
         }
     }
 }

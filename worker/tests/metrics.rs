@@ -408,6 +408,8 @@ fn every_label_value_has_a_series(ingest: &str, worker: &str) {
         "worker_dead_letters_put_back_total",
         "outbound_events_caught_up_total",
         "outbound_circuits_open",
+        "stream_clients",
+        "stream_clients_dropped_total{reason=\"slow\"}",
     ] {
         wanted.push((worker, name.to_owned()));
     }

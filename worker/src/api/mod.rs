@@ -11,8 +11,10 @@ mod events;
 mod input;
 mod list;
 mod outbound_events;
+mod session;
 mod sessions;
 mod sleep;
+mod stream;
 mod users;
 
 pub use auth::Admin;
@@ -50,6 +52,9 @@ pub fn router(context: Arc<WorkerContext>) -> Router {
         .merge(deliveries::routes())
         .merge(events::routes())
         .merge(outbound_events::routes())
+        .merge(session::routes())
+        .merge(stream::routes())
+        .merge(crate::dashboard::routes())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(context)

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::batch::{Batch, Split};
 use super::claim::{self, Claimed};
 use super::{counts, deliver, metrics};
-use crate::WorkerContext;
+use crate::{WorkerContext, db};
 
 /// The shortest sleep between two passes, so a due but unclaimable delivery cannot spin.
 const MIN_WAIT: Duration = Duration::from_millis(10);
@@ -40,7 +40,7 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
         let wait = next_wait(&context).await;
         tokio::select! {
             _ = context.outbound.wake.notified() => {}
-            _ = notified(&context, &mut listener) => {}
+            _ = db::notified(&context.pool, &mut listener, &["outbound"]) => {}
             _ = tokio::time::sleep(wait) => {}
             Some(_) = attempts.join_next() => {}
             _ = stopping.wait_for(|stop| *stop) => {}
@@ -140,33 +140,6 @@ async fn next_wait(context: &WorkerContext) -> Duration {
             .clamp(MIN_WAIT, poll),
         _ => poll,
     }
-}
-
-/// Resolves on a notification; reconnects the listener when it is missing or broken.
-async fn notified(context: &WorkerContext, listener: &mut Option<PgListener>) {
-    if listener.is_none() {
-        match listen(context).await {
-            Ok(connected) => *listener = Some(connected),
-            Err(error) => {
-                tracing::debug!(%error, "LISTEN unavailable; polling");
-                return std::future::pending().await;
-            }
-        }
-    }
-    let Some(connected) = listener.as_mut() else {
-        return;
-    };
-    if let Err(error) = connected.recv().await {
-        tracing::debug!(%error, "LISTEN connection lost");
-        *listener = None;
-        std::future::pending::<()>().await;
-    }
-}
-
-async fn listen(context: &WorkerContext) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(&context.pool).await?;
-    listener.listen("outbound").await?;
-    Ok(listener)
 }
 
 /// Sets the pending gauge from the kept counts ([`super::counts`]): no delivery is counted.

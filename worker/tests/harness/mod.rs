@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod ingest_server;
+pub mod sse;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

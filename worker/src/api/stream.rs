@@ -1,0 +1,81 @@
+//! `GET /v1/stream?uid=&types=`: the live stream of outbound events as Server-Sent Events
+//! ([`crate::stream`] does the work). Each event is `id: <position>`, `event: <type>` and
+//! `data: <the JSON a webhook delivery carries>`; a client resumes with `Last-Event-ID` (or
+//! `?last_event_id=`, for a page that reloads), and a comment line keeps an idle stream open.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::input::input;
+use super::{Admin, ApiError};
+use crate::WorkerContext;
+use crate::stream::{Filter, Position, client};
+
+pub fn routes() -> Router<Arc<WorkerContext>> {
+    Router::new().route("/v1/stream", get(stream))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    uid: Option<String>,
+    types: Option<String>,
+    last_event_id: Option<String>,
+}
+
+async fn stream(
+    _: Admin,
+    State(context): State<Arc<WorkerContext>>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(query) = input(query)?;
+    let filter = Filter::parse(query.uid, query.types.as_deref())
+        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
+    let resume = resume_point(&headers, query.last_event_id.as_deref())?;
+    let keep_alive = KeepAlive::new().interval(context.settings.stream.keep_alive);
+    let mut items = client::start(context, filter, resume);
+    let events = futures_util::stream::poll_fn(move |cx| {
+        items
+            .poll_recv(cx)
+            .map(|item| item.map(|item| Ok::<_, Infallible>(sse_event(item))))
+    });
+    Ok(Sse::new(events).keep_alive(keep_alive))
+}
+
+/// `Last-Event-ID`, else `?last_event_id=`; a value that is no position is a 400 naming it.
+fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Position>, ApiError> {
+    let header = headers
+        .get("last-event-id")
+        .map(|header| header.to_str().unwrap_or("?"));
+    let (field, value) = match (header, query) {
+        (Some(header), _) => ("Last-Event-ID", header),
+        (None, Some(value)) => ("last_event_id", value),
+        (None, None) => return Ok(None),
+    };
+    if value.trim().is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|problem| ApiError::BadRequest(format!("{field}: {problem}")))
+}
+
+fn sse_event(item: client::Item) -> Event {
+    match item {
+        client::Item::Event(event) => Event::default()
+            .id(event.position.to_string())
+            .event(&event.event_type)
+            .data(&event.body),
+        client::Item::Start(position) => Event::default().id(position.to_string()),
+    }
+}
