@@ -12,8 +12,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use shared::http::{INGEST_OPENAPI, error_response, healthz, metrics, openapi_response};
+use tracing::Instrument;
 
-use crate::guards::{self, BodyBudget, BodyGuard, RequestLimit};
+use crate::guards::{self, BodyBudget, Guards, RequestLimit};
 use crate::publisher::Publisher;
 use crate::rate_limit::RateLimiter;
 use crate::request_id;
@@ -83,16 +84,13 @@ pub fn router(state: AppState, settings: &IngestSettings) -> Router {
         .merge(sources::asleep::routes())
         .merge(sources::reflector::routes())
         .layer(middleware::from_fn_with_state(
-            BodyGuard {
-                timeout: settings.body_timeout,
+            Guards {
+                limit: RequestLimit::new(settings.max_concurrent_requests),
+                body_timeout: settings.body_timeout,
                 budget: Arc::new(BodyBudget::new(settings.max_body_bytes_in_flight)),
                 largest_body: settings.largest_body_limit(),
             },
-            guards::guard_body,
-        ))
-        .layer(middleware::from_fn_with_state(
-            RequestLimit::new(settings.max_concurrent_requests),
-            guards::limit_requests,
+            guards::guard,
         ));
     Router::new()
         .route("/ping", get(|| async { "pong" }))
@@ -107,9 +105,8 @@ pub fn router(state: AppState, settings: &IngestSettings) -> Router {
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(
             Arc::new(RequestMetrics::default()),
-            record_request,
+            observe,
         ))
-        .layer(middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -132,16 +129,20 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Counts every request by route and status, and times it.
-async fn record_request(
+/// Every request, in one layer: its id and span ([`request_id`]), echoed in the answer; then its
+/// count and time by route and status ([`RequestMetrics`]).
+async fn observe(
     State(metrics): State<Arc<RequestMetrics>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
-    let response = next.run(request).await;
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let id = request_id::assign(&mut request);
+    let span = request_id::span(&id, request.method(), route);
+    let mut response = next.run(request).instrument(span).await;
     metrics.record(route, response.status(), started.elapsed());
+    response.headers_mut().insert(request_id::HEADER, id);
     response
 }

@@ -47,7 +47,13 @@ async fn emit(
     data: Value,
 ) -> Vec<Uuid> {
     let mut tx = pool.begin().await.expect("begin");
-    let events = (0..count).map(|_| (uid, data.clone())).collect();
+    let events = (0..count)
+        .map(|_| outbox::NewEvent {
+            uid,
+            data: data.clone(),
+            cause: None,
+        })
+        .collect();
     let ids = outbox::emit_all(&mut tx, kind, events).await.expect("emit");
     tx.commit().await.expect("commit");
     notify(pool).await;

@@ -8,7 +8,6 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::Response;
 use axum::routing::post;
@@ -17,7 +16,8 @@ use shared::EventKind;
 use shared::payload::asleep::{AsleepEvent, AsleepEventName};
 
 use super::{
-    Inbound, accept, check_columns, check_id, check_uid, from_value, header, parse_json, read_body,
+    Headers, Inbound, accept, check_columns, check_id, check_uid, from_value, header, parse_json,
+    read_body,
 };
 use crate::error::IngestError;
 use crate::routes::AppState;
@@ -55,7 +55,7 @@ impl FromRequestParts<AppState> for AsleepCaller {
 async fn asleep(
     State(state): State<AppState>,
     caller: AsleepCaller,
-    headers: HeaderMap,
+    Headers(headers): Headers,
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;

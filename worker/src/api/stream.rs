@@ -7,15 +7,13 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
-use serde::Deserialize;
 
-use super::input::input;
+use super::input::Params;
 use super::{Admin, ApiError};
 use crate::WorkerContext;
 use crate::stream::{Filter, Position, client};
@@ -24,23 +22,18 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
     Router::new().route("/v1/stream", get(stream))
 }
 
-#[derive(Deserialize)]
-struct StreamQuery {
-    uid: Option<String>,
-    types: Option<String>,
-    last_event_id: Option<String>,
-}
-
 async fn stream(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
-    query: Result<Query<StreamQuery>, QueryRejection>,
+    mut params: Params,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(query) = input(query)?;
-    let filter = Filter::parse(query.uid, query.types.as_deref())
-        .map_err(|error| ApiError::BadRequest(error.to_string()))?;
-    let resume = resume_point(&headers, query.last_event_id.as_deref())?;
+    let (uid, types) = (params.text("uid")?, params.text("types")?);
+    let last_event_id = params.text("last_event_id")?;
+    params.finish()?;
+    let filter = Filter::parse(uid, types.as_deref())
+        .map_err(|error| ApiError::invalid(error.field, error.problem))?;
+    let resume = resume_point(&headers, last_event_id.as_deref())?;
     let keep_alive = KeepAlive::new().interval(context.settings.stream.keep_alive);
     let mut items = client::start(context, filter, resume);
     let events = futures_util::stream::poll_fn(move |cx| {
@@ -67,7 +60,7 @@ fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Posit
     value
         .parse()
         .map(Some)
-        .map_err(|problem| ApiError::BadRequest(format!("{field}: {problem}")))
+        .map_err(|problem| ApiError::invalid(field, problem))
 }
 
 fn sse_event(item: client::Item) -> Event {

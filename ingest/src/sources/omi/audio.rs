@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header::CONTENT_TYPE};
+use axum::http::header::CONTENT_TYPE;
 use axum::response::Response;
 use bytes::Bytes;
 use shared::EventKind;
@@ -10,7 +10,7 @@ use shared::EventKind;
 use super::OmiCaller;
 use crate::error::IngestError;
 use crate::routes::AppState;
-use crate::sources::{Inbound, accept, header, read_body};
+use crate::sources::{Headers, Inbound, accept, header, read_body};
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -21,7 +21,7 @@ pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=192_000;
 pub async fn audio(
     State(state): State<AppState>,
     caller: OmiCaller,
-    headers: HeaderMap,
+    Headers(headers): Headers,
     body: Body,
 ) -> Result<Response, IngestError> {
     let content_type = header(&headers, CONTENT_TYPE.as_str()).unwrap_or("");

@@ -2,7 +2,6 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use shared::EventKind;
 use shared::payload::omi::{Conversation, DaySummary};
@@ -10,13 +9,13 @@ use shared::payload::omi::{Conversation, DaySummary};
 use super::OmiCaller;
 use crate::error::IngestError;
 use crate::routes::AppState;
-use crate::sources::{Inbound, accept, check_columns, check_id, parse_json, read_body};
+use crate::sources::{Headers, Inbound, accept, check_columns, check_id, parse_json, read_body};
 
 /// `POST /v1/omi/conversation?uid=U`: deduplicated on the conversation's `id`.
 pub async fn conversation(
     State(state): State<AppState>,
     caller: OmiCaller,
-    headers: HeaderMap,
+    Headers(headers): Headers,
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
@@ -28,7 +27,7 @@ pub async fn conversation(
 pub async fn day_summary(
     State(state): State<AppState>,
     caller: OmiCaller,
-    headers: HeaderMap,
+    Headers(headers): Headers,
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;

@@ -3,7 +3,6 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use shared::EventKind;
@@ -14,13 +13,15 @@ use crate::error::IngestError;
 use crate::routes::AppState;
 use shared::payload::fields;
 
-use crate::sources::{Inbound, accept, check_id, check_uid, invalid_field, parse_json, read_body};
+use crate::sources::{
+    Headers, Inbound, accept, check_id, check_uid, invalid_field, parse_json, read_body,
+};
 
 /// `POST /v1/omi/transcript?uid=U`
 pub async fn transcript(
     State(state): State<AppState>,
     caller: OmiCaller,
-    headers: HeaderMap,
+    Headers(headers): Headers,
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;
@@ -32,7 +33,7 @@ pub async fn transcript(
 pub async fn thalamus(
     State(state): State<AppState>,
     caller: OmiKey,
-    headers: HeaderMap,
+    Headers(headers): Headers,
     body: Body,
 ) -> Result<Response, IngestError> {
     let raw = read_body(body, state.json_body_limit).await?;

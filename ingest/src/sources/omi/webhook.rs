@@ -7,7 +7,6 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -21,7 +20,9 @@ use super::transcript::validate_segments;
 use crate::error::IngestError;
 use crate::routes::AppState;
 use crate::settings::webhook_body_limit;
-use crate::sources::{Inbound, accept, check_id, from_value, invalid_field, parse_json, read_body};
+use crate::sources::{
+    Headers, Inbound, accept, check_id, from_value, invalid_field, parse_json, read_body,
+};
 
 /// Audio in the envelope is this rate unless the query says otherwise (Omi's default).
 const DEFAULT_SAMPLE_RATE: u32 = 16_000;
@@ -49,7 +50,7 @@ pub enum Action {
 pub async fn webhook(
     State(state): State<AppState>,
     caller: OmiCaller,
-    headers: HeaderMap,
+    Headers(headers): Headers,
     body: Body,
 ) -> Result<Response, IngestError> {
     let limit = webhook_body_limit(state.json_body_limit, state.audio_body_limit);
