@@ -10,12 +10,11 @@
 //! table bytes and PostgreSQL's CPU per event, the same figures the end-to-end phase reports for
 //! the worker.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::Plan;
 use crate::process::cpu_seconds_of_command;
 use crate::stack::{Isolation, Stack};
 
@@ -23,6 +22,12 @@ use crate::stack::{Isolation, Stack};
 const EVENTS_PER_TRANSACTION: i64 = 16;
 /// Transactions at once: the worker's default `WORKER_CONCURRENCY`.
 const CONNECTIONS: usize = 4;
+
+/// The warm-up before a window, here and for the worker alone beside it
+/// ([`crate::end_to_end`]).
+pub const WARM_UP: Duration = Duration::from_secs(1);
+/// The window events are counted over, here and for the worker alone.
+pub const MEASURE: Duration = Duration::from_secs(10);
 
 /// Tables a transcript event writes to.
 pub const TRANSCRIPT_TABLES: &str = "'inbound_events', 'transcript_sessions', \
@@ -84,29 +89,31 @@ pub struct Floor {
     pub postgres_us_per_event: f64,
 }
 
-/// Runs the floor for `plan.measure` after `plan.warm_up`, in a database of its own.
-pub async fn measure(stack: &Stack, plan: &Plan) -> anyhow::Result<Floor> {
+/// Runs the floor for [`MEASURE`] after [`WARM_UP`], in a database of its own that starts with
+/// a checkpoint, as the worker alone does.
+pub async fn measure(stack: &Stack) -> anyhow::Result<Floor> {
     let isolation = Isolation::new("storage-floor");
-    let measured = measure_in(stack, plan, &isolation).await;
+    let measured = measure_in(stack, &isolation).await;
     stack.remove(&isolation).await?;
     measured
 }
 
-async fn measure_in(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Result<Floor> {
+async fn measure_in(stack: &Stack, isolation: &Isolation) -> anyhow::Result<Floor> {
     let url = stack.database_url(isolation);
     worker::db::migrate(&url).await?;
     let pool = PgPoolOptions::new()
         .max_connections(CONNECTIONS as u32 + 1)
         .connect(&url)
         .await?;
-    let until = Instant::now() + plan.warm_up + plan.measure;
+    checkpoint(&pool).await?;
+    let until = Instant::now() + WARM_UP + MEASURE;
     let writers: Vec<_> = (0..CONNECTIONS)
         .map(|writer| tokio::spawn(write_until(pool.clone(), writer as i64, until)))
         .collect();
-    tokio::time::sleep(plan.warm_up).await;
+    tokio::time::sleep(WARM_UP).await;
     let (events_before, wal_before) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
     let (cpu_before, started) = (cpu_seconds_of_command("postgres"), Instant::now());
-    tokio::time::sleep(plan.measure).await;
+    tokio::time::sleep(MEASURE).await;
     let cpu = cpu_seconds_of_command("postgres") - cpu_before;
     let (events_after, wal_after) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
     let elapsed = started.elapsed();
@@ -137,6 +144,13 @@ async fn write_until(pool: PgPool, writer: i64, until: Instant) -> anyhow::Resul
             .await?;
         transaction += CONNECTIONS as i64;
     }
+    Ok(())
+}
+
+/// Writes every dirty buffer out now, so that no checkpoint the earlier phases' WAL made due
+/// falls into a window and each window starts with the same full-page-write state.
+pub async fn checkpoint(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("CHECKPOINT").execute(pool).await?;
     Ok(())
 }
 
