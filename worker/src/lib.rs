@@ -7,6 +7,7 @@
 //! - [`audio`]: audio levels and listening status.
 //! - [`handlers`]: the per-kind handlers and the dedup claim they share.
 //! - [`api`]: health, readiness, metrics and the management API.
+//! - [`cli`]: `worker admin ...`, the operator's command-line client of that API.
 //! - [`dashboard`]: the `/dashboard` web page, embedded in the binary.
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`dead_letters`]: poison messages: recording and redriving them.
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod audio;
+pub mod cli;
 pub mod consumer;
 pub mod dashboard;
 pub mod db;

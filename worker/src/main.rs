@@ -1,6 +1,7 @@
 //! The `worker` binary: `worker` (or `worker run`) runs the worker; `worker migrate` creates
 //! the database if it is missing, applies the migrations and exits (what a migration Job runs).
-//! Both wait for Postgres with backoff while it is unreachable.
+//! Both wait for Postgres with backoff while it is unreachable. `worker admin ...` is the
+//! operator's client of a running worker's management API ([`worker::cli`]).
 
 use shared::config::Env;
 use shared::http::shutdown_signal;
@@ -8,7 +9,10 @@ use tokio::sync::watch;
 use worker::settings::WorkerSettings;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<std::process::ExitCode> {
+    if std::env::args().nth(1).as_deref() == Some("admin") {
+        return Ok(worker::cli::run(std::env::args().skip(2)).await);
+    }
     let settings = WorkerSettings::from_env(&Env::process())?;
     shared::telemetry::init_tracing(&settings.logs);
     let _ = shared::telemetry::metrics();
@@ -19,9 +23,11 @@ async fn main() -> anyhow::Result<()> {
             worker::run(settings, listener, shutdown_signal()).await?;
             tracing::info!("worker stopped");
         }
-        Some(other) => anyhow::bail!("unknown command {other:?}; expected `migrate` or nothing"),
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; expected `migrate`, `admin` or nothing")
+        }
     }
-    Ok(())
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 /// `worker migrate`: waits for Postgres (until SIGTERM or Ctrl-C), migrates, and exits.
