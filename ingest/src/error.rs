@@ -2,7 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use shared::http::{error_response, with_retry_after};
+use shared::http::{error_response, field_error_response, with_retry_after};
 
 use crate::publisher::{PublishError, PublishOutcome};
 
@@ -14,12 +14,23 @@ pub enum IngestError {
     /// The source has no credentials configured; names the variable to set.
     #[error("no credentials are configured for this source: set {0}")]
     NotConfigured(&'static str),
-    /// The body is not valid JSON, or not the shape the route expects; names the field.
+    /// The body as a whole is not valid JSON, PCM or the shape the route expects.
     #[error("{0}")]
     InvalidBody(String),
-    /// A required query parameter or header is missing or invalid.
+    /// One field of the body is wrong: named in the message and in the answer's `field`
+    /// (`segments[0].text`).
+    #[error("{field}: {problem}")]
+    InvalidField { field: String, problem: String },
+    /// The request cannot be read (not about one parameter).
     #[error("{0}")]
     InvalidRequest(String),
+    /// A query parameter or header is missing or wrong: named in the answer's `field` (`uid`,
+    /// `sample_rate`, `x-user-id`, `Idempotency-Key`).
+    #[error("{message}")]
+    InvalidParameter {
+        field: &'static str,
+        message: String,
+    },
     #[error("the body is larger than this route accepts ({limit} bytes)")]
     TooLarge { limit: usize },
     #[error("expected Content-Type {expected}")]
@@ -80,6 +91,33 @@ impl UnavailableReason {
 }
 
 impl IngestError {
+    /// A 400 about `field` of the body, or (for `.`) about the body as a whole.
+    pub fn field(field: &str, problem: impl Into<String>) -> Self {
+        match field {
+            "." => IngestError::InvalidBody(problem.into()),
+            _ => IngestError::InvalidField {
+                field: field.to_owned(),
+                problem: problem.into(),
+            },
+        }
+    }
+
+    /// A 400 about the query parameter or header `field`; `message` says what is wrong.
+    pub fn parameter(field: &'static str, message: impl Into<String>) -> Self {
+        IngestError::InvalidParameter {
+            field,
+            message: message.into(),
+        }
+    }
+
+    /// True for a 400 about the body, whole or one field of it.
+    pub fn is_invalid_body(&self) -> bool {
+        matches!(
+            self,
+            IngestError::InvalidBody(_) | IngestError::InvalidField { .. }
+        )
+    }
+
     /// Why a 503 is answered, or `None` when the answer is not a 503.
     pub fn unavailable_reason(&self) -> Option<UnavailableReason> {
         match self {
@@ -120,8 +158,14 @@ impl IngestError {
             IngestError::InvalidBody(_) => {
                 error_response(StatusCode::BAD_REQUEST, "invalid_body", message)
             }
+            IngestError::InvalidField { field, .. } => {
+                field_error_response(StatusCode::BAD_REQUEST, "invalid_body", message, field)
+            }
             IngestError::InvalidRequest(_) => {
                 error_response(StatusCode::BAD_REQUEST, "invalid_request", message)
+            }
+            IngestError::InvalidParameter { field, .. } => {
+                field_error_response(StatusCode::BAD_REQUEST, "invalid_request", message, field)
             }
             IngestError::TooLarge { .. } => {
                 error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)

@@ -4,7 +4,8 @@
 mod harness;
 
 use harness::{
-    ASLEEP_KEY, OMI_KEY, REFLECTOR_SECRET, TestIngest, error_of, omi_query, reflector_signature,
+    ASLEEP_KEY, OMI_KEY, REFLECTOR_SECRET, TestIngest, error_of, error_with_field_of, omi_query,
+    reflector_signature,
 };
 use shared::testkit::fixture;
 
@@ -159,20 +160,57 @@ async fn sources_without_credentials_are_503_naming_the_variable_to_set() {
 #[tokio::test]
 async fn every_bad_fixture_is_400_on_its_route_naming_what_is_wrong() {
     let ingest = TestIngest::start().await;
+    // (fixture, route, what the message names, the answer's `field`)
     let cases = [
-        ("asleep_unknown_event.json", "/v1/asleep", "SOMETHING_ELSE"),
-        ("envelope_audio_not_hex.json", "/webhook", "audio"),
-        ("deeply_nested.json", "/v1/omi/transcript", "segments"),
-        ("not_utf8.json", "/v1/omi/transcript", "session_id"),
+        (
+            "asleep_unknown_event.json",
+            "/v1/asleep",
+            "SOMETHING_ELSE",
+            Some("event"),
+        ),
+        (
+            "envelope_audio_not_hex.json",
+            "/webhook",
+            "audio",
+            Some("audio"),
+        ),
+        (
+            "deeply_nested.json",
+            "/v1/omi/transcript",
+            "segments",
+            Some("segments[0]"),
+        ),
+        ("not_utf8.json", "/v1/omi/transcript", "session_id", None),
         (
             "segment_end_before_start.json",
             "/v1/omi/transcript",
             "segments[0].end",
+            Some("segments[0].end"),
         ),
-        ("segment_missing_text.json", "/v1/omi/transcript", "text"),
-        ("segments_not_list.json", "/v1/omi/transcript", "segments"),
-        ("start_is_string.json", "/v1/omi/transcript", "segments[0]"),
-        ("truncated.json", "/v1/omi/transcript", "malformed JSON"),
+        (
+            "segment_missing_text.json",
+            "/v1/omi/transcript",
+            "text",
+            Some("segments[0]"),
+        ),
+        (
+            "segments_not_list.json",
+            "/v1/omi/transcript",
+            "segments",
+            Some("segments"),
+        ),
+        (
+            "start_is_string.json",
+            "/v1/omi/transcript",
+            "segments[0]",
+            Some("segments[0].start"),
+        ),
+        (
+            "truncated.json",
+            "/v1/omi/transcript",
+            "malformed JSON",
+            None,
+        ),
     ];
     let bad =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/testdata/fixtures/bad");
@@ -182,19 +220,20 @@ async fn every_bad_fixture_is_400_on_its_route_naming_what_is_wrong() {
         "a bad fixture is untested"
     );
     let asleep = [("x-api-key", ASLEEP_KEY), ("x-user-id", "u1")];
-    for (file, route, named) in cases {
+    for (file, route, named, field) in cases {
         let body = fixture(&format!("bad/{file}"));
         let response = if route == "/v1/asleep" {
             ingest.post(route, &asleep, body).await
         } else {
             ingest.post_omi(route, &omi_query("u1"), body).await
         };
-        let (status, code, message) = error_of(response).await;
+        let (status, code, message, answered_field) = error_with_field_of(response).await;
         assert_eq!((status, code.as_str()), (400, "invalid_body"), "{file}");
         assert!(
             message.contains(named),
             "{file}: {message:?} does not name {named:?}"
         );
+        assert_eq!(answered_field.as_deref(), field, "{file}: {message}");
     }
     assert_eq!(ingest.broker.events_ready().await, 0);
 }
@@ -261,6 +300,33 @@ async fn malformed_requests_are_400_naming_what_is_wrong() {
             message.contains(named),
             "{route}: {message:?} does not name {named:?}"
         );
+    }
+    // A parameter or header at fault is named in `field` too, as the management API does.
+    let transcript = fixture("omi/realtime_transcript.json");
+    let long_key = "k".repeat(256);
+    let parameters: [(String, Headers, &str); 4] = [
+        (format!("/v1/omi/transcript?key={OMI_KEY}"), vec![], "uid"),
+        (omi("/v1/omi/transcript", "&uid=a%00b"), vec![], "uid"),
+        (
+            omi("/v1/omi/transcript", ""),
+            vec![("idempotency-key", long_key.as_str())],
+            "Idempotency-Key",
+        ),
+        (
+            "/v1/asleep".into(),
+            vec![("x-api-key", ASLEEP_KEY)],
+            "x-user-id",
+        ),
+    ];
+    for (route, headers, named) in parameters {
+        let response = ingest.post(&route, &headers, transcript.clone()).await;
+        let (status, code, message, field) = error_with_field_of(response).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_request"),
+            "{route}: {message}"
+        );
+        assert_eq!(field.as_deref(), Some(named), "{route}: {message}");
     }
     assert_eq!(ingest.broker.events_ready().await, 0);
 }

@@ -40,8 +40,8 @@ impl FromRequestParts<AppState> for AsleepCaller {
         let presented = header(&parts.headers, "x-api-key");
         state.asleep_api_keys.check(presented)?;
         let uid = header(&parts.headers, "x-user-id")
-            .ok_or_else(|| IngestError::InvalidRequest("header `x-user-id` is required".into()))?;
-        check_uid("header `x-user-id`", uid)?;
+            .ok_or_else(|| IngestError::parameter("x-user-id", "header `x-user-id` is required"))?;
+        check_uid("x-user-id", "header `x-user-id`", uid)?;
         state
             .rate_limiter
             .check(&["asleep", presented.unwrap_or(""), uid])?;
@@ -85,7 +85,7 @@ pub fn parse_asleep(body: &[u8]) -> Result<AsleepEvent, IngestError> {
     check_event_name(object.get("event"))?;
     if let Some(data) = object.remove("data") {
         let Value::Object(data) = data else {
-            return Err(IngestError::InvalidBody("data: expected an object".into()));
+            return Err(IngestError::field("data", "expected an object"));
         };
         for (name, value) in data {
             object.entry(name).or_insert(value);
@@ -101,8 +101,9 @@ pub fn parse_asleep(body: &[u8]) -> Result<AsleepEvent, IngestError> {
     check_id("session_id", &event.session_id)?;
     check_columns(|reader| event.report_columns(reader))?;
     if event.event == AsleepEventName::InferenceComplete && event.seq_num.is_none() {
-        return Err(IngestError::InvalidBody(
-            "seq_num: required for INFERENCE_COMPLETE".into(),
+        return Err(IngestError::field(
+            "seq_num",
+            "required for INFERENCE_COMPLETE",
         ));
     }
     Ok(event)
@@ -113,11 +114,14 @@ fn check_event_name(event: Option<&Value>) -> Result<(), IngestError> {
     let known = AsleepEventName::ALL.map(AsleepEventName::as_str);
     match event.and_then(Value::as_str) {
         Some(name) if known.contains(&name) => Ok(()),
-        other => Err(IngestError::InvalidBody(format!(
-            "event: expected one of {}, got {}",
-            known.join(", "),
-            other.map_or("nothing".to_owned(), |name| format!("{name:?}"))
-        ))),
+        other => Err(IngestError::field(
+            "event",
+            format!(
+                "expected one of {}, got {}",
+                known.join(", "),
+                other.map_or("nothing".to_owned(), |name| format!("{name:?}"))
+            ),
+        )),
     }
 }
 
@@ -167,9 +171,11 @@ mod tests {
             ),
         ];
         for (body, named) in cases {
-            let Err(IngestError::InvalidBody(message)) = parse_asleep(body) else {
+            let Err(error) = parse_asleep(body) else {
                 panic!("{body:?} was accepted");
             };
+            assert!(error.is_invalid_body(), "{error:?}");
+            let message = error.to_string();
             assert!(message.contains(named), "{message:?} lacks {named:?}");
         }
     }

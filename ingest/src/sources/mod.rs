@@ -190,10 +190,7 @@ fn refuse_nul(body: &[u8]) -> Result<(), IngestError> {
 
 /// A 400 naming `path` (`segments[0].start`, or `.` for the whole body) and what is wrong.
 pub fn invalid_field(path: &str, problem: &str) -> IngestError {
-    match path {
-        "." => IngestError::InvalidBody(problem.to_owned()),
-        _ => IngestError::InvalidBody(format!("{path}: {problem}")),
-    }
+    IngestError::field(path, problem)
 }
 
 /// Checks an identifier field of the body (see [`fields::identifier`]).
@@ -201,10 +198,11 @@ pub fn check_id(path: &str, id: &str) -> Result<(), IngestError> {
     fields::identifier(id).map_err(|problem| invalid_field(path, problem))
 }
 
-/// Checks a uid taken from the request (`what` names where: a query parameter, a header).
-pub fn check_uid(what: &str, uid: &str) -> Result<(), IngestError> {
+/// Checks a uid taken from the request: `field` is the parameter or header it came from, and
+/// `what` says which it is in the message.
+pub fn check_uid(field: &'static str, what: &str, uid: &str) -> Result<(), IngestError> {
     fields::identifier(uid)
-        .map_err(|problem| IngestError::InvalidRequest(format!("{what}: {problem}")))
+        .map_err(|problem| IngestError::parameter(field, format!("{what}: {problem}")))
 }
 
 /// Refuses the body when `read` (a payload's typed columns, read by both sides) meets a field
@@ -226,16 +224,17 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, In
 fn invalid_body(error: serde_path_to_error::Error<serde_json::Error>) -> IngestError {
     let path = error.path().to_string();
     let inner = error.into_inner();
-    let problem = match inner.classify() {
+    match inner.classify() {
+        // Not valid JSON is the body's fault, not a field's: the path only says where the
+        // parse stopped.
         serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-            format!("malformed JSON: {inner}")
+            let problem = format!("malformed JSON: {inner}");
+            match path.as_str() {
+                "." => IngestError::InvalidBody(problem),
+                _ => IngestError::InvalidBody(format!("{path}: {problem}")),
+            }
         }
-        _ => inner.to_string(),
-    };
-    if path == "." {
-        IngestError::InvalidBody(problem)
-    } else {
-        IngestError::InvalidBody(format!("{path}: {problem}"))
+        _ => IngestError::field(&path, inner.to_string()),
     }
 }
 
@@ -300,7 +299,7 @@ pub fn dedup_key(
 ) -> Result<String, IngestError> {
     if let Some(key) = header(headers, "idempotency-key") {
         fields::idempotency_key(key).map_err(|problem| {
-            IngestError::InvalidRequest(format!("Idempotency-Key: {problem}"))
+            IngestError::parameter("Idempotency-Key", format!("Idempotency-Key: {problem}"))
         })?;
         return Ok(format!("idempotency-key:{key}"));
     }
@@ -332,7 +331,7 @@ pub fn envelope(
     inbound: Inbound,
 ) -> Result<Envelope, IngestError> {
     // Every source checks its uid where it reads it; this guards one that forgets.
-    check_uid("uid", &inbound.uid)?;
+    check_uid("uid", "uid", &inbound.uid)?;
     let event_id = Uuid::now_v7();
     Ok(Envelope {
         event_id,

@@ -92,10 +92,10 @@ pub fn reflector_inbound(raw: &[u8]) -> Result<Inbound, IngestError> {
 pub fn parse_reflector(body: &[u8]) -> Result<ReflectorEvent, IngestError> {
     let event: ReflectorEvent = parse_json(body)?;
     if event.event != COMPLETED {
-        return Err(IngestError::InvalidBody(format!(
-            "event: expected {COMPLETED:?}, got {:?}",
-            event.event
-        )));
+        return Err(IngestError::field(
+            "event",
+            format!("expected {COMPLETED:?}, got {:?}", event.event),
+        ));
     }
     check_id("transcript.id", &event.transcript.id)?;
     if let Some(room) = event.room_id() {
@@ -154,9 +154,11 @@ mod tests {
             ),
         ];
         for (body, named) in cases {
-            let Err(IngestError::InvalidBody(message)) = parse_reflector(body) else {
+            let Err(error) = parse_reflector(body) else {
                 panic!("{body:?} was accepted");
             };
+            assert!(error.is_invalid_body(), "{error:?}");
+            let message = error.to_string();
             assert!(message.contains(named), "{message:?} lacks {named:?}");
         }
     }

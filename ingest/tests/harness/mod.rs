@@ -212,9 +212,20 @@ pub fn transcript_head(query: &str, length: usize) -> String {
 
 /// Reads an error answer and checks its shape: `{"error": <code>, "message": <text>}`.
 pub async fn error_of(response: reqwest::Response) -> (u16, String, String) {
+    let (status, code, message, _) = error_with_field_of(response).await;
+    (status, code, message)
+}
+
+/// Like [`error_of`], with the error's `field` (`None` when the body has none).
+pub async fn error_with_field_of(
+    response: reqwest::Response,
+) -> (u16, String, String, Option<String>) {
     let status = response.status().as_u16();
     let body: serde_json::Value = response.json().await.expect("a JSON error body");
     let code = body["error"].as_str().expect("an error code").to_owned();
     let message = body["message"].as_str().expect("a message").to_owned();
-    (status, code, message)
+    let field = body
+        .get("field")
+        .map(|field| field.as_str().expect("a field is a string").to_owned());
+    (status, code, message, field)
 }

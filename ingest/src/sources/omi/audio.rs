@@ -32,11 +32,11 @@ pub async fn audio(
         });
     }
     let rate = caller.query.get("sample_rate").ok_or_else(|| {
-        IngestError::InvalidRequest("query parameter `sample_rate` is required".into())
+        IngestError::parameter("sample_rate", "query parameter `sample_rate` is required")
     })?;
     let sample_rate = parse_sample_rate(rate)?;
     let raw = read_body(body, state.audio_body_limit).await?;
-    let pcm = check_pcm(raw, "the body")?;
+    let pcm = check_pcm(raw, ".")?;
     let inbound = audio_inbound(caller.uid, pcm.clone(), sample_rate);
     accept(&state, &headers, &pcm, inbound).await
 }
@@ -59,24 +59,33 @@ pub fn parse_sample_rate(raw: &str) -> Result<u32, IngestError> {
         .ok()
         .filter(|rate| SAMPLE_RATES.contains(rate))
         .ok_or_else(|| {
-            IngestError::InvalidRequest(format!(
-                "query parameter `sample_rate` must be an integer from {} to {}, got {raw:?}",
-                SAMPLE_RATES.start(),
-                SAMPLE_RATES.end()
-            ))
+            IngestError::parameter(
+                "sample_rate",
+                format!(
+                    "query parameter `sample_rate` must be an integer from {} to {}, got {raw:?}",
+                    SAMPLE_RATES.start(),
+                    SAMPLE_RATES.end()
+                ),
+            )
         })
 }
 
-/// PCM16 must be whole samples: not empty, an even number of bytes. `what` names the field.
-pub fn check_pcm(pcm: Bytes, what: &str) -> Result<Bytes, IngestError> {
+/// PCM16 must be whole samples: not empty, an even number of bytes. `field` names the field
+/// of the body that holds it, or is `.` for the body itself.
+pub fn check_pcm(pcm: Bytes, field: &str) -> Result<Bytes, IngestError> {
+    let refuse = |problem: String| match field {
+        "." => IngestError::InvalidBody(format!("the body: {problem}")),
+        _ => IngestError::field(field, problem),
+    };
     if pcm.is_empty() {
-        return Err(IngestError::InvalidBody(format!("{what}: no audio")));
+        return Err(refuse("no audio".into()));
     }
     if !pcm.len().is_multiple_of(2) {
-        return Err(IngestError::InvalidBody(format!(
-            "{what}: {} bytes is not a whole number of 16-bit samples",
+        let problem = format!(
+            "{} bytes is not a whole number of 16-bit samples",
             pcm.len()
-        )));
+        );
+        return Err(refuse(problem));
     }
     Ok(pcm)
 }
@@ -89,15 +98,15 @@ mod tests {
     #[test]
     fn whole_pcm16_chunks_pass_and_partial_ones_do_not() {
         let sine = Bytes::from(fixture("omi/audio_sine440_half_16k.pcm"));
-        assert_eq!(check_pcm(sine.clone(), "the body").unwrap(), sine);
+        assert_eq!(check_pcm(sine.clone(), ".").unwrap(), sine);
         let odd = Bytes::from(fixture("omi/audio_odd_length.pcm"));
         assert!(matches!(
             check_pcm(odd, "x"),
-            Err(IngestError::InvalidBody(_))
+            Err(error) if error.is_invalid_body()
         ));
         assert!(matches!(
             check_pcm(Bytes::new(), "x"),
-            Err(IngestError::InvalidBody(_))
+            Err(error) if error.is_invalid_body()
         ));
     }
 

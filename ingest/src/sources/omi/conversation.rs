@@ -101,9 +101,11 @@ mod tests {
             (summary, br#"{"summary_json": "{}"}"#, "summary_json"),
         ];
         for (parse, body, named) in cases {
-            let Err(IngestError::InvalidBody(message)) = parse(body) else {
+            let Err(error) = parse(body) else {
                 panic!("{body:?} was accepted");
             };
+            assert!(error.is_invalid_body(), "{error:?}");
+            let message = error.to_string();
             assert!(message.contains(named), "{message:?} lacks {named:?}");
         }
     }

@@ -70,10 +70,10 @@ impl FromRequestParts<AppState> for OmiCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, IngestError> {
         let OmiKey { query } = OmiKey::from_request_parts(parts, state).await?;
-        let uid = query.get("uid").ok_or_else(|| {
-            IngestError::InvalidRequest("query parameter `uid` is required".into())
-        })?;
-        check_uid("query parameter `uid`", uid)?;
+        let uid = query
+            .get("uid")
+            .ok_or_else(|| IngestError::parameter("uid", "query parameter `uid` is required"))?;
+        check_uid("uid", "query parameter `uid`", uid)?;
         Ok(OmiCaller {
             uid: uid.to_owned(),
             query,

@@ -51,7 +51,7 @@ pub fn transcript_inbound(uid: String, raw: &Bytes) -> Result<Inbound, IngestErr
 /// `session_id`.
 pub fn thalamus_inbound(query_uid: Option<&str>, raw: &Bytes) -> Result<Inbound, IngestError> {
     if let Some(uid) = query_uid {
-        check_uid("query parameter `uid`", uid)?;
+        check_uid("uid", "query parameter `uid`", uid)?;
     }
     let parsed = parse_transcript(raw, query_uid.unwrap_or(""))?;
     let uid = query_uid.unwrap_or(&parsed.batch.session_id).to_owned();
@@ -121,9 +121,10 @@ pub fn parse_transcript(body: &[u8], uid: &str) -> Result<ParsedTranscript, Inge
 
 fn prefix_error(error: IngestError, field: &str) -> IngestError {
     match error {
-        IngestError::InvalidBody(message) if message.starts_with('[') => {
-            IngestError::InvalidBody(format!("{field}{message}"))
-        }
+        IngestError::InvalidField {
+            field: path,
+            problem,
+        } if path.starts_with('[') => IngestError::field(&format!("{field}{path}"), problem),
         other => other,
     }
 }
@@ -143,20 +144,22 @@ pub(super) fn validate_segments(segments: &[Segment]) -> Result<(), IngestError>
         }
         for (name, value) in [("start", segment.start), ("end", segment.end)] {
             if !value.is_finite() || value < 0.0 {
-                return Err(IngestError::InvalidBody(format!(
-                    "{}: must be a non-negative number of seconds, got {value}",
-                    field(name)
-                )));
+                return Err(IngestError::field(
+                    &field(name),
+                    format!("must be a non-negative number of seconds, got {value}"),
+                ));
             }
         }
         if segment.end < segment.start {
-            return Err(IngestError::InvalidBody(format!(
-                "{}: {} is before {} ({})",
-                field("end"),
-                segment.end,
-                field("start"),
-                segment.start
-            )));
+            return Err(IngestError::field(
+                &field("end"),
+                format!(
+                    "{} is before {} ({})",
+                    segment.end,
+                    field("start"),
+                    segment.start
+                ),
+            ));
         }
     }
     Ok(())
@@ -169,7 +172,7 @@ mod tests {
 
     fn message_of(body: &[u8]) -> String {
         match parse_transcript(body, "u1") {
-            Err(IngestError::InvalidBody(message)) => message,
+            Err(error) if error.is_invalid_body() => error.to_string(),
             other => panic!("expected a 400, got {:?}", other.map(|_| ())),
         }
     }

@@ -131,12 +131,20 @@ fn segment_batch(
             segment.insert(to.to_owned(), value);
         }
     }
+    // Errors name the fields as the sender wrote them, under `segment`.
+    let as_sent = |text: &str| {
+        text.replace("`start`", "`start_time`")
+            .replace("`end`", "`end_time`")
+    };
     let segment: Segment = from_value(Value::Object(segment)).map_err(|error| match error {
-        IngestError::InvalidBody(message) => {
-            let message = message
-                .replace("`start`", "`start_time`")
-                .replace("`end`", "`end_time`");
-            IngestError::InvalidBody(format!("segment: {message}"))
+        IngestError::InvalidBody(message) => IngestError::field("segment", as_sent(&message)),
+        IngestError::InvalidField { field, problem } => {
+            let field = match field.as_str() {
+                "start" => "start_time",
+                "end" => "end_time",
+                other => other,
+            };
+            IngestError::field(&format!("segment.{field}"), as_sent(&problem))
         }
         other => other,
     })?;
@@ -151,9 +159,8 @@ fn segment_batch(
 
 /// `audio` is hex-encoded PCM16.
 fn decode_audio(audio: &str) -> Result<Bytes, IngestError> {
-    let pcm = hex::decode(audio.trim()).map_err(|error| {
-        IngestError::InvalidBody(format!("audio: not hexadecimal PCM ({error})"))
-    })?;
+    let pcm = hex::decode(audio.trim())
+        .map_err(|error| IngestError::field("audio", format!("not hexadecimal PCM ({error})")))?;
     check_pcm(Bytes::from(pcm), "audio")
 }
 
@@ -229,9 +236,11 @@ mod tests {
             (br#"{"type": "memory_created", "memory": {}}"#, "id"),
         ];
         for (body, named) in cases {
-            let Err(IngestError::InvalidBody(message)) = parse_webhook(body, "u1", 16_000) else {
+            let Err(error) = parse_webhook(body, "u1", 16_000) else {
                 panic!("{body:?} was accepted");
             };
+            assert!(error.is_invalid_body(), "{error:?}");
+            let message = error.to_string();
             assert!(message.contains(named), "{message:?} lacks {named:?}");
         }
     }
