@@ -201,6 +201,11 @@ pub struct DeliverySettings {
     /// `OUTBOUND_CA_FILE` (default none): PEM certificates that outbound HTTPS trusts besides
     /// the built-in webpki roots (receivers behind a private CA).
     pub extra_roots: Option<CaFile>,
+    /// `ENDPOINT_DISABLE_AFTER` (default `5d`, humantime; `0`: never, `None`): an endpoint whose
+    /// attempts have all failed for this long (no success since its first failure) is disabled
+    /// and `endpoint.disabled` is emitted; its pending deliveries wait, paused, until it is
+    /// enabled again.
+    pub disable_after: Option<Duration>,
 }
 
 impl DeliverySettings {
@@ -218,6 +223,8 @@ impl DeliverySettings {
             circuit_cooldown: env.millis("CIRCUIT_COOLDOWN_MS", 30_000)?,
             secrets_keys: SecretsKeys::parse(&env.list("SECRETS_KEY"))?,
             extra_roots: env.ca_file("OUTBOUND_CA_FILE")?,
+            disable_after: Some(duration(env, "ENDPOINT_DISABLE_AFTER", "5d")?)
+                .filter(|after| !after.is_zero()),
         })
     }
 }
@@ -367,6 +374,26 @@ mod tests {
         assert_eq!(settings.retry_base, Duration::from_secs(60));
         assert_eq!(settings.retry_max_delay, Duration::from_secs(3600));
         assert_eq!(settings.window, Duration::from_secs(86_400));
+        assert_eq!(
+            settings.disable_after,
+            Some(Duration::from_secs(5 * 86_400))
+        );
+    }
+
+    #[test]
+    fn endpoints_are_never_disabled_for_failing_when_the_setting_is_zero() {
+        let with = |value: &'static str| {
+            DeliverySettings::from_env(&Env::new(move |name| {
+                (name == "ENDPOINT_DISABLE_AFTER").then(|| value.to_string())
+            }))
+        };
+        assert_eq!(with("0").unwrap().disable_after, None);
+        assert_eq!(
+            with("90s").unwrap().disable_after,
+            Some(Duration::from_secs(90))
+        );
+        let error = with("five days").unwrap_err();
+        assert_eq!(error.name, "ENDPOINT_DISABLE_AFTER");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The periodic work of a worker that no message triggers: folding due audio chunks, stopping
 //! idle streams, completing quiet transcript sessions, fanning out outbox rows written without
-//! their deliveries, and folding the delivery counts' changes ([`outbound::counts`]). Safe
+//! their deliveries, folding the delivery counts' and the attempt statistics' changes
+//! ([`outbound::counts`], [`outbound::attempt_stats`]), and disabling endpoints that kept
+//! failing ([`outbound::disable`]). Safe
 //! with any number of workers: each unit of work is claimed with `FOR UPDATE SKIP LOCKED`, so
 //! one worker at a time owns it. The steps are independent: one that fails does not keep the
 //! others from running.
@@ -11,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::WorkerContext;
 use crate::audio::stream;
-use crate::outbound::{self, counts, dispatch};
+use crate::outbound::{self, attempt_stats, counts, disable, dispatch};
 use crate::sessions;
 
 /// Sweeps every `SWEEP_INTERVAL_MS` until `stopping` turns true.
@@ -32,7 +34,7 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
 }
 
 /// One pass; returns how many units of work it did (streams folded or stopped, sessions
-/// completed, outbox rows fanned out). Each step runs whatever the others did: one that fails
+/// completed, outbox rows fanned out, endpoints disabled: each emits). Each step runs whatever the others did: one that fails
 /// is logged, counts as no work, and is tried again next tick.
 async fn sweep(context: &WorkerContext) -> usize {
     let (pool, audio) = (&context.pool, &context.settings.audio);
@@ -49,9 +51,13 @@ async fn sweep(context: &WorkerContext) -> usize {
     if caught_up > 0 {
         outbound::metrics::caught_up(caught_up as _);
     }
-    // Counts are bookkeeping: folding them is no work for the delivery loop.
+    // Counts and statistics are bookkeeping: folding them is no work for the delivery loop.
     step(Step::FoldCounts, counts::fold(pool)).await;
-    folded + stopped + completed + caught_up
+    step(Step::FoldAttemptStats, attempt_stats::fold(pool)).await;
+    // After the fold, so a run of failures is judged on every attempt recorded so far.
+    let after = context.settings.delivery.disable_after;
+    let disabled = step(Step::DisableFailing, disable::sweep(pool, after)).await;
+    folded + stopped + completed + caught_up + disabled
 }
 
 /// The steps of a pass; their names are the `step` label of `worker_sweep_step_failures_total`.
@@ -62,15 +68,19 @@ pub enum Step {
     CompleteIdle,
     FanOut,
     FoldCounts,
+    FoldAttemptStats,
+    DisableFailing,
 }
 
 impl Step {
-    pub const ALL: [Step; 5] = [
+    pub const ALL: [Step; 7] = [
         Step::FoldDue,
         Step::StopIdle,
         Step::CompleteIdle,
         Step::FanOut,
         Step::FoldCounts,
+        Step::FoldAttemptStats,
+        Step::DisableFailing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -80,6 +90,8 @@ impl Step {
             Step::CompleteIdle => "complete_idle",
             Step::FanOut => "fan_out",
             Step::FoldCounts => "fold_counts",
+            Step::FoldAttemptStats => "fold_attempt_stats",
+            Step::DisableFailing => "disable_failing",
         }
     }
 }

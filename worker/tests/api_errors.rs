@@ -69,6 +69,10 @@ fn cases() -> Vec<Case> {
             "/v1/endpoints/x/recover?since=2026-01-01T00:00:00Z",
         ),
         (Method::GET, "/v1/endpoints/x/stats"),
+        (
+            Method::POST,
+            "/v1/endpoints/x/replay?since=2026-01-01T00:00:00Z",
+        ),
         (Method::GET, "/v1/deliveries/x"),
         (Method::POST, "/v1/deliveries/x/retry"),
         (Method::GET, "/v1/sessions/x"),

@@ -1,5 +1,6 @@
 //! The management API for outbound webhooks: authentication, the SSRF guard, endpoint CRUD
-//! and pagination, test events, retry and recover, and statistics.
+//! and pagination, test events, retry and recover, and statistics. Uid filters, replay,
+//! automatic disabling, paused deliveries and statistics windows: `outbound_endpoint_features`.
 
 mod harness;
 
@@ -34,6 +35,10 @@ async fn the_management_api_requires_the_admin_token() {
             format!("/v1/endpoints/{id}/recover?since=2026-01-01T00:00:00Z"),
         ),
         (Method::GET, format!("/v1/endpoints/{id}/stats")),
+        (
+            Method::POST,
+            format!("/v1/endpoints/{id}/replay?since=2026-01-01T00:00:00Z"),
+        ),
         (Method::GET, "/v1/deliveries".to_owned()),
         (Method::GET, format!("/v1/deliveries/{id}")),
         (Method::POST, format!("/v1/deliveries/{id}/retry")),
@@ -314,10 +319,15 @@ async fn deliveries_are_listed_by_endpoint_and_status_and_counted_in_stats() {
         (stats["succeeded"].clone(), stats["failed"].clone()),
         (json!(1), json!(1))
     );
-    assert_eq!(stats["pending"], 0);
-    assert_eq!(stats["success_rate"], 0.5);
-    assert_eq!(stats["attempts_24h"], 2);
-    assert!(stats["latency_p95_ms"].is_number());
+    assert_eq!(
+        (stats["pending"].clone(), stats["paused"].clone()),
+        (json!(0), json!(0))
+    );
+    assert_eq!(stats["window"], "24h", "the default window");
+    assert_eq!(stats["success_ratio"], 0.5);
+    assert_eq!(stats["attempts"], 2);
+    assert_eq!(stats["attempts_by_class"]["4xx"], 1);
+    assert!(stats["latency_ms"]["p95"].is_number(), "{stats}");
 }
 
 #[tokio::test]

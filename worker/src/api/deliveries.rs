@@ -1,6 +1,7 @@
 //! `/v1/deliveries`: what was delivered where, and how. List (newest first, by endpoint,
 //! status, event type, uid and creation time), read one with every attempt, and retry a
-//! finished one.
+//! finished one. A pending delivery of a disabled endpoint is shown as `paused`: nothing sends
+//! it until the endpoint is enabled again (the claim skips disabled endpoints).
 
 use std::sync::Arc;
 
@@ -63,12 +64,29 @@ struct DeliveryDetail {
     attempts: Vec<Attempt>,
 }
 
-const SELECT: &str =
-    "SELECT d.id, d.event_id, o.event_type, d.endpoint_id, d.status, d.attempts AS attempt_count,
-        d.first_attempt_at,
-        CASE WHEN d.status = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+const SELECT: &str = "SELECT d.id, d.event_id, o.event_type, d.endpoint_id,
+        CASE WHEN d.status = 'pending' AND NOT e.enabled THEN 'paused' ELSE d.status END
+            AS status,
+        d.attempts AS attempt_count, d.first_attempt_at,
+        CASE WHEN d.status = 'pending' AND e.enabled THEN d.next_attempt_at END
+            AS next_attempt_at,
         d.last_error, d.created_at, d.updated_at
-    FROM deliveries d JOIN outbox o ON o.id = d.event_id";
+    FROM deliveries d JOIN outbox o ON o.id = d.event_id JOIN endpoints e ON e.id = d.endpoint_id";
+
+/// The statuses a delivery is shown with.
+const STATUSES: [&str; 4] = ["pending", "paused", "succeeded", "failed"];
+
+/// Adds the condition for deliveries shown with `status` (one of [`STATUSES`]).
+fn status_filter(query: &mut QueryBuilder<'_, sqlx::Postgres>, status: Option<String>) {
+    let Some(status) = status else {
+        return;
+    };
+    match status.as_str() {
+        "pending" => query.push(" AND d.status = 'pending' AND e.enabled"),
+        "paused" => query.push(" AND d.status = 'pending' AND NOT e.enabled"),
+        _ => query.push(" AND d.status = ").push_bind(status.clone()),
+    };
+}
 
 /// What `GET /v1/deliveries` is asked for.
 #[derive(Debug)]
@@ -86,7 +104,7 @@ impl Filter {
         let types: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
         Ok(Filter {
             endpoint_id: params.uuid("endpoint_id")?,
-            status: params.one_of("status", &["pending", "succeeded", "failed"])?,
+            status: params.one_of("status", &STATUSES)?,
             event_type: params.one_of("event_type", &types)?,
             uid: params.text("uid")?,
             since: params.time("since")?,
@@ -107,7 +125,7 @@ async fn list(
     params.finish()?;
     let mut query = QueryBuilder::new(format!("{SELECT} WHERE true"));
     filter(&mut query, " AND d.endpoint_id = ", conditions.endpoint_id);
-    filter(&mut query, " AND d.status = ", conditions.status);
+    status_filter(&mut query, conditions.status);
     filter(&mut query, " AND o.event_type = ", conditions.event_type);
     filter(&mut query, " AND o.uid = ", conditions.uid);
     filter(&mut query, " AND d.created_at >= ", conditions.since);

@@ -8,15 +8,16 @@
 //! `webhook-id` once the lease runs out, nothing more.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Outbound;
+use super::attempt_stats::{self, Sample, append_changes};
 use super::batch::Batch;
 use super::claim::{self, Claimed, LEASE_MARGIN_MS, SEND_FOR};
+use super::disable;
 use super::endpoint::signing_secrets;
 use super::isolation::Permit;
-use super::outbox::{self, EventType};
 use super::schedule::Decision;
 use super::send::{self, Message, Report, Target};
 
@@ -189,7 +190,8 @@ async fn record(
         let mut tx = pool.begin().await?;
         let recorded = record_attempts(&mut *tx, outcomes).await?;
         if let Some(gone) = gone.filter(|gone| recorded.contains(&gone.claimed.id)) {
-            disable_endpoint(&mut tx, gone.claimed, "the receiver answered 410 Gone").await?;
+            let reason = "the receiver answered 410 Gone";
+            disable::gone(&mut tx, gone.claimed.endpoint_id, reason).await?;
         }
         claim::release(&mut *tx, unsent).await?;
         tx.commit().await?;
@@ -205,9 +207,11 @@ async fn record(
     Ok(())
 }
 
-/// Updates the claimed deliveries and inserts their attempts, in one statement; returns the
-/// deliveries recorded (nothing is written of one that changed since the claim). The rows are
-/// found by primary key (`= ANY`), never by a join the planner might hash over the table.
+/// Updates the claimed deliveries, inserts their attempts and appends what they add to their
+/// endpoint's statistics ([`attempt_stats`]: every attempt made counts, recorded or not), in
+/// one statement; returns the deliveries recorded (nothing is written of one that changed
+/// since the claim). The rows are found by primary key (`= ANY`), never by a join the planner
+/// might hash over the table.
 async fn record_attempts(
     executor: impl sqlx::PgExecutor<'_>,
     outcomes: &[Outcome<'_>],
@@ -240,7 +244,7 @@ async fn record_attempts(
         .map(|o| o.report.excerpt.as_deref())
         .collect();
     let errors: Vec<Option<&str>> = outcomes.iter().map(|o| o.report.error.as_deref()).collect();
-    sqlx::query_scalar(
+    sqlx::query_scalar(concat!(
         "WITH outcome AS (
              SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::timestamptz[],
                                   $5::timestamptz[], $6::text[], $7::int[], $8::int[],
@@ -258,13 +262,17 @@ async fn record_attempts(
              WHERE d.id = ANY ($1) AND d.id = o.id AND d.attempts = o.attempts
                  AND d.status = 'pending'
              RETURNING d.id
+         ),
+         counted AS (",
+        append_changes!("$11"),
+        "
          )
          INSERT INTO delivery_attempts
              (delivery_id, attempted_at, status_code, latency_ms, response_excerpt, error)
          SELECT o.id, o.attempted_at, o.status_code, o.latency_ms, o.excerpt, o.error
          FROM outcome o JOIN updated USING (id)
-         RETURNING delivery_id",
-    )
+         RETURNING delivery_id"
+    ))
     .bind(ids)
     .bind(attempts)
     .bind(statuses)
@@ -275,8 +283,20 @@ async fn record_attempts(
     .bind(latencies)
     .bind(excerpts)
     .bind(errors)
+    .bind(statistics(outcomes))
     .fetch_all(executor)
     .await
+}
+
+/// What the outcomes add to their endpoints' statistics, as the JSON [`append_changes`] reads.
+fn statistics(outcomes: &[Outcome<'_>]) -> serde_json::Value {
+    let samples = outcomes.iter().map(|o| Sample {
+        endpoint_id: o.claimed.endpoint_id,
+        attempted_at: o.report.attempted_at,
+        status: o.report.status,
+        latency: o.report.latency,
+    });
+    serde_json::to_value(attempt_stats::changes(samples)).expect("statistics changes serialize")
 }
 
 fn last_error(report: &Report) -> Option<String> {
@@ -285,32 +305,6 @@ fn last_error(report: &Report) -> Option<String> {
         (Some(code), None) if !(200..300).contains(&code) => Some(format!("HTTP {code}")),
         _ => None,
     }
-}
-
-/// Disables the endpoint and emits `endpoint.disabled`, once.
-async fn disable_endpoint(
-    tx: &mut Transaction<'_, Postgres>,
-    claimed: &Claimed,
-    reason: &str,
-) -> Result<(), sqlx::Error> {
-    let disabled = sqlx::query(
-        "UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
-         WHERE id = $1 AND enabled",
-    )
-    .bind(claimed.endpoint_id)
-    .bind(reason)
-    .execute(&mut **tx)
-    .await?;
-    if disabled.rows_affected() == 1 {
-        let data = serde_json::json!({
-            "endpoint_id": claimed.endpoint_id,
-            "url": claimed.url,
-            "reason": reason,
-        });
-        outbox::emit(tx, EventType::EndpointDisabled, None, data).await?;
-        tracing::warn!(endpoint = %claimed.endpoint_id, reason, "endpoint disabled");
-    }
-    Ok(())
 }
 
 /// Fails a delivery whose window closed before this attempt could start.

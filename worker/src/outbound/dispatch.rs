@@ -1,6 +1,6 @@
 //! Catch-up fan-out: turns outbox rows written without their deliveries (by an older worker
 //! during a rolling upgrade, or by hand) into deliveries, one per enabled endpoint subscribed to
-//! the event's type. Events emitted through [`super::outbox`] get theirs in their own
+//! the event's type (and uid). Events emitted through [`super::outbox`] get theirs in their own
 //! transaction; the sweeper runs this for the rest.
 //!
 //! One statement does a batch in one transaction: it locks undispatched rows with
@@ -18,7 +18,7 @@ const BATCH: i64 = 256;
 const FAN_OUT: &str = concat!(
     "
 WITH batch AS (
-    SELECT id, event_type FROM outbox
+    SELECT id, event_type, uid FROM outbox
     WHERE dispatched_at IS NULL
     ORDER BY created_at
     LIMIT $1
@@ -27,7 +27,7 @@ WITH batch AS (
     INSERT INTO deliveries (id, event_id, endpoint_id)
     SELECT uuid_v7(), batch.id, endpoints.id
     FROM batch JOIN endpoints ON ",
-    subscribed_endpoints!("batch.event_type"),
+    subscribed_endpoints!("batch.event_type", "batch.uid"),
     "
     ON CONFLICT (event_id, endpoint_id) DO NOTHING
     RETURNING 1

@@ -62,6 +62,8 @@ pub enum EndpointError {
     Timeout,
     #[error("rate_limit_per_s: must be positive")]
     RateLimit,
+    #[error("uids: {0}")]
+    Uids(String),
 }
 
 /// A new secret: `whsec_` + base64 of 32 random bytes.
@@ -160,6 +162,32 @@ pub fn check_headers(headers: &serde_json::Value) -> Result<(), EndpointError> {
     Ok(())
 }
 
+/// The most uids one endpoint may name.
+pub const MAX_UIDS: usize = 1000;
+
+/// At most [`MAX_UIDS`] uids, each as ingest holds uids (non-empty, at most 256 bytes, no
+/// NUL); none means every user's events.
+pub fn check_uids(uids: &[String]) -> Result<(), EndpointError> {
+    if uids.len() > MAX_UIDS {
+        return Err(EndpointError::Uids(format!(
+            "at most {MAX_UIDS} (leave it empty for every user)"
+        )));
+    }
+    for (index, uid) in uids.iter().enumerate() {
+        shared::payload::fields::identifier(uid)
+            .map_err(|problem| EndpointError::Uids(format!("[{index}] {problem}")))?;
+    }
+    Ok(())
+}
+
+/// `uids` without repeats, in the order first given.
+pub fn distinct_uids(uids: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    uids.into_iter()
+        .filter(|uid| seen.insert(uid.clone()))
+        .collect()
+}
+
 /// Request timeouts between 1 ms and [`MAX_TIMEOUT_MS`].
 pub fn check_timeout(timeout_ms: i32) -> Result<(), EndpointError> {
     if (1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
@@ -236,6 +264,20 @@ mod tests {
         );
         assert!(check_headers(&json!({"bad name": "x"})).is_err());
         assert!(check_headers(&json!(["x"])).is_err());
+    }
+
+    #[test]
+    fn uids_are_bounded_like_ingest_uids_and_named_once() {
+        assert!(check_uids(&[]).is_ok());
+        assert!(check_uids(&["u1".into(), "u2".into()]).is_ok());
+        for bad in ["", " ", "a\0b", &"x".repeat(257)] {
+            let error = check_uids(&["ok".into(), bad.into()]).unwrap_err();
+            assert!(error.to_string().starts_with("uids: [1]"), "{error}");
+        }
+        let many: Vec<String> = (0..=MAX_UIDS).map(|n| n.to_string()).collect();
+        assert!(check_uids(&many).is_err());
+        let given = vec!["b".into(), "a".into(), "b".into()];
+        assert_eq!(distinct_uids(given), vec!["b".to_string(), "a".into()]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Deliveries on request, for the management API: a `test` event sent now, a retry of one
-//! finished delivery, and the recovery of an endpoint's failed deliveries. Requeued deliveries
-//! open a new retry window and wake the delivery loops with NOTIFY.
+//! finished delivery, the recovery of an endpoint's failed deliveries, and the resumption of a
+//! re-enabled endpoint's paused ones. Requeued and resumed deliveries open a new retry window
+//! and wake the delivery loops with NOTIFY.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -93,6 +94,15 @@ pub async fn retry(pool: &PgPool, delivery: Uuid) -> Result<Retry, sqlx::Error> 
     })
 }
 
+/// True when there is an endpoint `endpoint`.
+pub(super) async fn endpoint_exists(pool: &PgPool, endpoint: Uuid) -> Result<bool, sqlx::Error> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM endpoints WHERE id = $1")
+        .bind(endpoint)
+        .fetch_optional(pool)
+        .await?;
+    Ok(found.is_some())
+}
+
 /// Requeues every failed delivery of `endpoint` created since `since`; `None` when there is
 /// no such endpoint.
 pub async fn recover(
@@ -100,11 +110,7 @@ pub async fn recover(
     endpoint: Uuid,
     since: DateTime<Utc>,
 ) -> Result<Option<u64>, sqlx::Error> {
-    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM endpoints WHERE id = $1")
-        .bind(endpoint)
-        .fetch_optional(pool)
-        .await?;
-    if exists.is_none() {
+    if !endpoint_exists(pool, endpoint).await? {
         return Ok(None);
     }
     let requeued = sqlx::query(&requeue(
@@ -119,8 +125,40 @@ pub async fn recover(
     Ok(Some(requeued))
 }
 
+/// Pending deliveries whose window one resume statement reopens.
+const RESUME_BATCH: i64 = 1000;
+
+/// Readies the deliveries a disabled endpoint keeps pending (shown as `paused`) for its
+/// re-enabling, run just before it: their retry windows start again at their next attempt, so
+/// the time spent disabled does not fail them unattempted. Their due times stay (past ones are
+/// due at once), so a delivery still in flight from before the endpoint was disabled is not
+/// sent twice. In batches of [`RESUME_BATCH`], each its own statement (no attempt of a disabled
+/// endpoint sets a window meanwhile, so it ends); returns how many. Wake the delivery loops
+/// ([`wake`]) once the endpoint is enabled.
+pub async fn resume(pool: &PgPool, endpoint: Uuid) -> Result<u64, sqlx::Error> {
+    let mut resumed = 0;
+    loop {
+        let reopened = sqlx::query(
+            "UPDATE deliveries SET first_attempt_at = NULL, window_attempts = 0, updated_at = now()
+             WHERE id = ANY (ARRAY(
+                 SELECT id FROM deliveries
+                 WHERE endpoint_id = $1 AND status = 'pending' AND first_attempt_at IS NOT NULL
+                 LIMIT $2))",
+        )
+        .bind(endpoint)
+        .bind(RESUME_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        resumed += reopened;
+        if reopened < RESUME_BATCH as u64 {
+            return Ok(resumed);
+        }
+    }
+}
+
 /// The requeue statement for the finished deliveries matching `condition`.
-fn requeue(condition: &str) -> String {
+pub(super) fn requeue(condition: &str) -> String {
     format!(
         "UPDATE deliveries SET status = 'pending', next_attempt_at = now(),
              first_attempt_at = NULL, window_attempts = 0, updated_at = now()
@@ -129,7 +167,7 @@ fn requeue(condition: &str) -> String {
 }
 
 /// Wakes every worker's delivery loop.
-async fn wake(pool: &PgPool) -> Result<(), sqlx::Error> {
+pub async fn wake(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify('outbound', '')")
         .execute(pool)
         .await?;

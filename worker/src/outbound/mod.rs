@@ -9,8 +9,11 @@
 //! outcome. [`isolation`] keeps a
 //! failing or slow endpoint from holding up the others, [`guard`] refuses internal destinations,
 //! [`at_rest`] keeps endpoint secrets and header values encrypted in Postgres (opened by
-//! [`send`] just before signing), [`manual`] serves the management API's test, retry and
-//! recover, and [`erase`] cancels and deletes an erased user's deliveries.
+//! [`send`] just before signing), [`manual`] serves the management API's test, retry,
+//! recover and resume, [`replay`] its replay, and [`erase`] cancels and deletes an erased
+//! user's deliveries. [`attempt_stats`] keeps per-endpoint attempt statistics beside the
+//! record of each batch, and [`disable`] disables an endpoint that answered 410 or kept
+//! failing for `ENDPOINT_DISABLE_AFTER`.
 //!
 //! # Why a Postgres poller and not RabbitMQ
 //! The schedule lives in the `deliveries` table and a loop claims due rows with
@@ -26,10 +29,12 @@
 //! the sleep when a wake-up is lost.
 
 pub mod at_rest;
+pub mod attempt_stats;
 pub mod batch;
 pub mod claim;
 pub mod counts;
 pub mod deliver;
+pub mod disable;
 pub mod dispatch;
 pub mod endpoint;
 pub mod erase;
@@ -39,6 +44,7 @@ pub mod manual;
 pub mod metrics;
 pub mod outbox;
 pub mod poller;
+pub mod replay;
 pub mod schedule;
 pub mod send;
 

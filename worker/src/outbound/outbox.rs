@@ -1,6 +1,6 @@
 //! The transactional outbox: handlers record the events they cause in the same transaction as
 //! the state those events describe, and with them one `deliveries` row for each enabled
-//! endpoint subscribed to the event's type. The event, its deliveries and the state commit
+//! endpoint subscribed to the event's type (and, if it names uids, to its uid). The event, its deliveries and the state commit
 //! together: once the handler's transaction commits there is nothing left to fan out, and an
 //! outbox row is written once, never updated.
 
@@ -9,15 +9,32 @@ use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-/// The join condition of the endpoints that get a delivery of an event whose type is the SQL
-/// expression `$event_type`: enabled, and subscribed to that type or to `*`. Both fan-outs (here,
-/// and the catch-up in [`super::dispatch`]) use it, so they cannot disagree.
-macro_rules! subscribed_endpoints {
-    ($event_type:literal) => {
+/// The condition under which an endpoint (`endpoints`) wants an event whose type and uid are
+/// the SQL expressions `$event_type` and `$uid`: subscribed to that type or to `*`, and, when it
+/// names uids, to that uid. An event without a uid (`endpoint.disabled`) is about no user, so
+/// only endpoints without a uid filter want it: one customer's endpoint sees none of another's
+/// data, not even the URL of another's endpoint. Replays ([`super::replay`]) use it as is.
+macro_rules! subscribes {
+    ($event_type:literal, $uid:literal) => {
         concat!(
-            "endpoints.enabled AND ('*' = ANY (endpoints.event_types) OR ",
+            "('*' = ANY (endpoints.event_types) OR ",
             $event_type,
-            " = ANY (endpoints.event_types))"
+            " = ANY (endpoints.event_types)) AND (cardinality(endpoints.uids) = 0 OR ",
+            $uid,
+            " = ANY (endpoints.uids))"
+        )
+    };
+}
+pub(crate) use subscribes;
+
+/// The join condition of the endpoints that get a delivery of an event as it is emitted:
+/// enabled, and [`subscribes`]. Both fan-outs (here, and the catch-up in [`super::dispatch`])
+/// use it, so they cannot disagree.
+macro_rules! subscribed_endpoints {
+    ($event_type:literal, $uid:literal) => {
+        concat!(
+            "endpoints.enabled AND ",
+            $crate::outbound::outbox::subscribes!($event_type, $uid)
         )
     };
 }
@@ -169,12 +186,12 @@ pub async fn emit_all(
              INSERT INTO outbox (id, event_type, uid, data, inbound_event_id, dispatched_at)
              SELECT id, $2, uid, data, cause, now()
              FROM UNNEST($1::uuid[], $3::text[], $4::jsonb[], $5::uuid[]) AS e (id, uid, data, cause)
-             RETURNING id
+             RETURNING id, uid
          )
          INSERT INTO deliveries (id, event_id, endpoint_id)
          SELECT uuid_v7(), emitted.id, endpoints.id
          FROM emitted JOIN endpoints ON ",
-        subscribed_endpoints!("$2")
+        subscribed_endpoints!("$2", "emitted.uid")
     ))
     .bind(&ids)
     .bind(event_type.as_str())

@@ -1,6 +1,8 @@
 //! `/v1/endpoints`: where outbound webhooks go. Create, list, read, change and delete
-//! endpoints; send a test event; rotate the secret (the old one keeps signing for 24 hours);
-//! requeue failed deliveries; and per-endpoint delivery statistics. A secret is shown in full
+//! endpoints (optionally limited to some users' events, `uids`); send a test event; rotate the
+//! secret (the old one keeps signing for 24 hours); requeue failed deliveries; replay every
+//! event since a time; and per-endpoint statistics over a time window. Re-enabling a disabled
+//! endpoint resumes its paused deliveries. A secret is shown in full
 //! only in the answers to create and rotate, custom header values only in the answer to
 //! create. A change writes only the columns it changes, and a rotation only the secrets, so
 //! concurrent admins never undo each other's work.
@@ -20,8 +22,9 @@ mod store;
 use super::input::{JsonBody, Params, PathId};
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
+use crate::outbound::attempt_stats;
 use crate::outbound::endpoint::{self as rules, EndpointError};
-use crate::outbound::manual;
+use crate::outbound::{manual, replay};
 use store::{Endpoint, Stats, find};
 
 type Ctx = State<Arc<WorkerContext>>;
@@ -36,6 +39,7 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
         .route("/v1/endpoints/{id}/test", post(test))
         .route("/v1/endpoints/{id}/rotate-secret", post(rotate))
         .route("/v1/endpoints/{id}/recover", post(recover))
+        .route("/v1/endpoints/{id}/replay", post(replay))
         .route("/v1/endpoints/{id}/stats", get(stats))
 }
 
@@ -48,6 +52,7 @@ impl From<EndpointError> for ApiError {
             EndpointError::Headers(_) => "headers",
             EndpointError::Timeout => "timeout_ms",
             EndpointError::RateLimit => "rate_limit_per_s",
+            EndpointError::Uids(_) => "uids",
         };
         // The error's text already starts with the field's name.
         ApiError::Invalid {
@@ -68,10 +73,12 @@ struct NewEndpoint {
     timeout_ms: Option<i32>,
     rate_limit_per_s: Option<i32>,
     enabled: Option<bool>,
+    /// Deliver only these users' events; absent or empty: every user's.
+    uids: Option<Vec<String>>,
 }
 
 /// `PATCH /v1/endpoints/{id}` body: only the fields given change; `rate_limit_per_s: null`
-/// removes the limit.
+/// removes the limit, `uids: []` the uid filter.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EndpointPatch {
@@ -82,6 +89,7 @@ struct EndpointPatch {
     #[serde(default, deserialize_with = "present")]
     rate_limit_per_s: Option<Option<i32>>,
     enabled: Option<bool>,
+    uids: Option<Vec<String>>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from a missing one (`None`).
@@ -112,6 +120,8 @@ async fn create(
         rate_limit_per_s: new.rate_limit_per_s,
         enabled,
         disabled_reason: (!enabled).then(|| "created disabled".to_owned()),
+        uids: rules::distinct_uids(new.uids.unwrap_or_default()),
+        failing_since: None,
         created_at: now,
         updated_at: now,
     };
@@ -145,10 +155,19 @@ async fn update(
     _: Admin,
     State(context): Ctx,
     PathId(id): PathId,
-    JsonBody(patch): JsonBody<EndpointPatch>,
+    JsonBody(mut patch): JsonBody<EndpointPatch>,
 ) -> Result<Json<Endpoint>, ApiError> {
     patch.check(&context)?;
-    Ok(Json(store::update(&context, id, &patch).await?.masked()))
+    patch.uids = patch.uids.map(rules::distinct_uids);
+    let resumes = patch.enabled == Some(true) && !find(&context, id).await?.enabled;
+    if resumes {
+        manual::resume(&context.pool, id).await?;
+    }
+    let updated = store::update(&context, id, &patch).await?;
+    if resumes {
+        manual::wake(&context.pool).await?;
+    }
+    Ok(Json(updated.masked()))
 }
 
 async fn remove(_: Admin, State(context): Ctx, PathId(id): PathId) -> Result<StatusCode, ApiError> {
@@ -202,15 +221,20 @@ async fn test(
     }))
 }
 
+/// The required `since` of recover and replay.
+fn since(params: &mut Params) -> Result<chrono::DateTime<Utc>, ApiError> {
+    params
+        .time("since")?
+        .ok_or_else(|| ApiError::invalid("since", "required (an RFC 3339 time)"))
+}
+
 async fn recover(
     _: Admin,
     State(context): Ctx,
     PathId(id): PathId,
     mut params: Params,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let since = params
-        .time("since")?
-        .ok_or_else(|| ApiError::invalid("since", "required (an RFC 3339 time)"))?;
+    let since = since(&mut params)?;
     params.finish()?;
     let requeued = manual::recover(&context.pool, id, since)
         .await?
@@ -219,8 +243,60 @@ async fn recover(
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 
-async fn stats(_: Admin, State(context): Ctx, PathId(id): PathId) -> Result<Json<Stats>, ApiError> {
-    find(&context, id).await?;
-    let stats = store::stats(&context, id).await?;
-    Ok(Json(stats))
+/// `POST /v1/endpoints/{id}/replay` answer: what the replay did, its deliveries still to send.
+#[derive(Debug, Serialize)]
+struct ReplayResult {
+    endpoint_id: Uuid,
+    since: chrono::DateTime<Utc>,
+    #[serde(flatten)]
+    replayed: replay::Replayed,
+}
+
+async fn replay(
+    _: Admin,
+    State(context): Ctx,
+    PathId(id): PathId,
+    mut params: Params,
+) -> Result<(StatusCode, Json<ReplayResult>), ApiError> {
+    let since = since(&mut params)?;
+    params.finish()?;
+    let replayed = replay::replay(&context.pool, id, since)
+        .await?
+        .ok_or(ApiError::NotFound("endpoint"))?;
+    let body = ReplayResult {
+        endpoint_id: id,
+        since,
+        replayed,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+/// The windows `GET /v1/endpoints/{id}/stats?window=` takes, and their lengths.
+const WINDOWS: [(&str, std::time::Duration); 4] = [
+    ("5m", std::time::Duration::from_secs(300)),
+    ("1h", std::time::Duration::from_secs(3600)),
+    ("24h", std::time::Duration::from_secs(86_400)),
+    ("7d", attempt_stats::LONGEST_WINDOW),
+];
+
+async fn stats(
+    _: Admin,
+    State(context): Ctx,
+    PathId(id): PathId,
+    mut params: Params,
+) -> Result<Json<Stats>, ApiError> {
+    let names: Vec<&str> = WINDOWS.iter().map(|(name, _)| *name).collect();
+    let window = params
+        .one_of("window", &names)?
+        .unwrap_or_else(|| "24h".to_owned());
+    params.finish()?;
+    let length = WINDOWS
+        .iter()
+        .find(|(name, _)| *name == window)
+        .map(|(_, length)| *length)
+        .unwrap_or(attempt_stats::LONGEST_WINDOW);
+    let endpoint = find(&context, id).await?;
+    Ok(Json(
+        store::stats(&context, &endpoint, window, length).await?,
+    ))
 }

@@ -1,6 +1,6 @@
 //! Endpoints in Postgres: the row as stored and shown, and the statements the handlers run.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -8,6 +8,7 @@ use super::EndpointPatch;
 use crate::WorkerContext;
 use crate::api::ApiError;
 use crate::outbound::at_rest::SecretsKeys;
+use crate::outbound::attempt_stats::{self, Window};
 use crate::outbound::counts;
 use crate::outbound::endpoint::{self as rules, EndpointError, MASK};
 
@@ -28,6 +29,10 @@ pub struct Endpoint {
     pub rate_limit_per_s: Option<i32>,
     pub enabled: bool,
     pub disabled_reason: Option<String>,
+    /// The uids whose events it receives; empty: every user's.
+    pub uids: Vec<String>,
+    /// When its current run of failed attempts began; null while its last attempt succeeded.
+    pub failing_since: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -58,7 +63,8 @@ impl Endpoint {
         rules::check_secret(&self.secret)?;
         rules::check_headers(&self.headers)?;
         rules::check_timeout(self.timeout_ms)?;
-        rules::check_rate_limit(self.rate_limit_per_s)
+        rules::check_rate_limit(self.rate_limit_per_s)?;
+        rules::check_uids(&self.uids)
     }
 }
 
@@ -80,12 +86,16 @@ impl EndpointPatch {
         if let Some(rate_limit_per_s) = self.rate_limit_per_s {
             rules::check_rate_limit(rate_limit_per_s)?;
         }
+        if let Some(uids) = &self.uids {
+            rules::check_uids(uids)?;
+        }
         Ok(())
     }
 }
 
 const COLUMNS: &str = "id, url, event_types, secret, previous_secret, previous_secret_expires_at,
-    headers, timeout_ms, rate_limit_per_s, enabled, disabled_reason, created_at, updated_at";
+    headers, timeout_ms, rate_limit_per_s, enabled, disabled_reason, uids, failing_since,
+    created_at, updated_at";
 
 /// The keys that seal secrets and header values before they are written.
 fn keys(context: &WorkerContext) -> &SecretsKeys {
@@ -99,7 +109,8 @@ pub async fn insert(context: &WorkerContext, endpoint: &Endpoint) -> Result<Endp
     let statement = format!(
         "INSERT INTO endpoints (url, event_types, secret, previous_secret,
              previous_secret_expires_at, headers, timeout_ms, rate_limit_per_s, enabled,
-             disabled_reason, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             disabled_reason, id, uids)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          RETURNING {COLUMNS}"
     );
     let inserted: Endpoint = sqlx::query_as(&statement)
@@ -114,6 +125,7 @@ pub async fn insert(context: &WorkerContext, endpoint: &Endpoint) -> Result<Endp
         .bind(endpoint.enabled)
         .bind(&endpoint.disabled_reason)
         .bind(endpoint.id)
+        .bind(&endpoint.uids)
         .fetch_one(&context.pool)
         .await?;
     Ok(Endpoint {
@@ -127,7 +139,8 @@ pub async fn insert(context: &WorkerContext, endpoint: &Endpoint) -> Result<Endp
 /// Applies a checked patch in one statement that writes only the columns it changes (the
 /// others keep whatever they hold when it runs), so a concurrent rotation or a concurrent
 /// patch of other fields is never undone. Disabling keeps the reason of an endpoint that was
-/// already disabled. New header values are sealed; the answer must be masked.
+/// already disabled; enabling a disabled one ends its run of failures (it is judged afresh).
+/// New header values are sealed; the answer must be masked.
 pub async fn update(
     context: &WorkerContext,
     id: Uuid,
@@ -141,6 +154,8 @@ pub async fn update(
              disabled_reason = CASE WHEN $8 THEN NULL
                  WHEN NOT $8 AND enabled THEN 'disabled through the API'
                  ELSE disabled_reason END,
+             failing_since = CASE WHEN $8 AND NOT enabled THEN NULL ELSE failing_since END,
+             uids = COALESCE($9, uids),
              updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     );
@@ -158,6 +173,7 @@ pub async fn update(
         .bind(patch.rate_limit_per_s.is_some())
         .bind(patch.rate_limit_per_s.flatten())
         .bind(patch.enabled)
+        .bind(&patch.uids)
         .fetch_optional(&context.pool)
         .await?;
     updated.ok_or(ApiError::NotFound("endpoint"))
@@ -219,51 +235,50 @@ pub async fn page_before(
         .await?)
 }
 
-/// `GET /v1/endpoints/{id}/stats`: delivery counts, success rate and attempt latency.
+/// `GET /v1/endpoints/{id}/stats`: the endpoint's deliveries by status now, and its attempts
+/// over a window.
 #[derive(Debug, Serialize)]
 pub struct Stats {
+    endpoint_id: Uuid,
+    /// The window's name (`5m`, `1h`, `24h`, `7d`) and where it starts (a whole minute).
+    window: String,
+    since: DateTime<Utc>,
+    /// Deliveries by status, of all time; a disabled endpoint's pending ones are `paused`.
+    pending: i64,
+    paused: i64,
     succeeded: i64,
     failed: i64,
-    pending: i64,
-    /// Succeeded over finished deliveries; null before any finished.
-    success_rate: Option<f64>,
-    /// Attempts in the last 24 hours, and their latency percentiles in milliseconds.
-    attempts_24h: i64,
-    latency_p50_ms: Option<f64>,
-    latency_p95_ms: Option<f64>,
-    latency_p99_ms: Option<f64>,
+    #[serde(flatten)]
+    attempts: Window,
 }
 
-/// Attempts of the last 24 hours and their latency percentiles.
-#[derive(Debug, sqlx::FromRow)]
-struct Latency {
-    attempts_24h: i64,
-    p: Option<Vec<f64>>,
-}
-
-/// Delivery counts (kept per endpoint, never counted: [`counts`]), success rate and attempt
-/// latency of one endpoint.
-pub async fn stats(context: &WorkerContext, id: Uuid) -> Result<Stats, ApiError> {
-    let counted = counts::of_endpoint(&context.pool, id).await?;
-    let latency: Latency = sqlx::query_as(
-        "SELECT count(*) AS attempts_24h,
-                percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY a.latency_ms) AS p
-         FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
-         WHERE d.endpoint_id = $1 AND a.attempted_at > now() - interval '24 hours'",
-    )
-    .bind(id)
-    .fetch_one(&context.pool)
-    .await?;
-    let finished = counted.succeeded + counted.failed;
-    let percentile = |n: usize| latency.p.as_ref().and_then(|p| p.get(n).copied());
+/// The statistics of `endpoint` over the last `length`: delivery counts (kept per endpoint,
+/// never counted: [`counts`]) and attempts ([`attempt_stats`]: per-minute rows, never the
+/// attempts table).
+pub async fn stats(
+    context: &WorkerContext,
+    endpoint: &Endpoint,
+    window: String,
+    length: std::time::Duration,
+) -> Result<Stats, ApiError> {
+    let counted = counts::of_endpoint(&context.pool, endpoint.id).await?;
+    let attempts = attempt_stats::window(&context.pool, endpoint.id, length).await?;
+    let start = Utc::now() - chrono::Duration::from_std(length).unwrap_or_default();
+    let since = start
+        .duration_trunc(chrono::TimeDelta::minutes(1))
+        .unwrap_or(start);
+    let (pending, paused) = match endpoint.enabled {
+        true => (counted.pending, 0),
+        false => (0, counted.pending),
+    };
     Ok(Stats {
+        endpoint_id: endpoint.id,
+        window,
+        since,
+        pending,
+        paused,
         succeeded: counted.succeeded,
         failed: counted.failed,
-        pending: counted.pending,
-        success_rate: (finished > 0).then(|| counted.succeeded as f64 / finished as f64),
-        attempts_24h: latency.attempts_24h,
-        latency_p50_ms: percentile(0),
-        latency_p95_ms: percentile(1),
-        latency_p99_ms: percentile(2),
+        attempts,
     })
 }
