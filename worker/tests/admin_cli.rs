@@ -120,6 +120,16 @@ async fn endpoints_and_deliveries_are_managed_from_the_command_line() {
     let again = receiver.next().await;
     assert_eq!(again.json()["type"], "audio.level");
     assert_eq!(again.json()["data"]["level"], 40);
+
+    receiver.drain(Duration::from_millis(200)).await;
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let replayed = printed(&admin(&worker, &["endpoints", "replay", &id, "--since", &since]).await);
+    assert_eq!(
+        replayed["requeued"], 1,
+        "the one delivery it had is sent again: {replayed}"
+    );
+    let resent = receiver.next().await;
+    assert_eq!(resent.json()["data"]["level"], 40);
 }
 
 #[tokio::test]
