@@ -2,9 +2,11 @@
 # `make bench`: release-build benchmarks, printed and written to BENCHMARKS.md with the date and
 # machine. Each figure is stated beside a baseline measured in the same run:
 # - `bench run` (bench/): ingest against the HTTP and publish-only floors, end to end through one
-#   worker, and outbound deliveries, each the median of BENCH_RUNS runs (default 3);
+#   worker, outbound deliveries, and ingest's and the worker's rates with retention deleting
+#   against without it (about 2 minutes of the total, with bytes on disk per transcript event
+#   and per hour of audio), each the median of BENCH_RUNS runs (default 3);
 # - the audio level meter (criterion) against a plain byte sum over the same buffer.
-# About 8 minutes on 2 cores. BENCH_RUNS, BENCH_SECONDS and BENCH_E2E_SECONDS shorten a trial run.
+# About 10 minutes on 2 cores. BENCH_RUNS, BENCH_SECONDS and BENCH_E2E_SECONDS shorten a trial run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

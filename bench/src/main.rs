@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bench run [ingest] [end-to-end] [deliveries] [backlog] [scale-out] [slow-clients] [retention]
-//!                                                measure (all but retention by default), print markdown
+//!                                                measure (all by default), print markdown
 //! bench floor http|publish ADDR                  serve a floor (started by `bench run` itself)
 //! bench load transcript|audio ADDR               64 connections at ADDR for BENCH_SECONDS, to
 //!                                                profile a server started by hand
@@ -96,8 +96,7 @@ async fn main() -> anyhow::Result<()> {
         ["run", which @ ..] => {
             let all = which.is_empty();
             let wants = |name: &str| all || which.contains(&name);
-            let explicit = |name: &str| which.contains(&name);
-            print!("{}", run(wants, explicit).await?);
+            print!("{}", run(wants).await?);
             Ok(())
         }
         _ => anyhow::bail!(
@@ -106,10 +105,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(
-    wants: impl Fn(&str) -> bool,
-    explicit: impl Fn(&str) -> bool,
-) -> anyhow::Result<String> {
+async fn run(wants: impl Fn(&str) -> bool) -> anyhow::Result<String> {
     let plan = Plan::from_env()?;
     let stack = Stack::from_env();
     let mut out = format!(
@@ -179,16 +175,17 @@ async fn run(
         let runs = slow_clients::measure(&stack, &plan).await?;
         out.push_str(&slow_clients::table(&runs));
     }
-    // About a minute a run (three by default): run only when named.
-    if explicit("retention") {
+    if wants("retention") {
         out.push_str(
-            "\n## Retention: its cost to one worker, and bytes on disk\n\n\
-             The worker alone on a backlog of transcripts, retention off and on in the same run; \
-             then bytes on disk per stored event and per hour of 16 kHz audio, every retention \
-             off (size Postgres from these and the `RETAIN_*` settings).\n\n",
+            "\n## Retention: its cost to ingest and one worker, and bytes on disk\n\n\
+             Retention off and on (events and outbox rows kept 2 s, a pass a second) in each \
+             run: ingest saturated with the worker storing beside it, then the worker alone on \
+             the backlog left. Then, once, bytes on disk per stored transcript event and per hour \
+             of 16 kHz audio of random noise (incompressible, as speech nearly is), every \
+             retention off: size Postgres from these and the `RETAIN_*` settings.\n\n",
         );
-        let runs = retention::measure(&stack, &plan).await?;
-        out.push_str(&retention::table(&runs));
+        let (runs, sizes) = retention::measure(&stack, &plan).await?;
+        out.push_str(&retention::table(&runs, &sizes));
     }
     Ok(out)
 }

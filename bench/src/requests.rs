@@ -1,5 +1,5 @@
 //! The requests a benchmark sends: Omi real-time transcript batches of 1-2 KB and 160 KB PCM
-//! audio chunks (5 s at 16 kHz), spread over many users, each with its own `Idempotency-Key` so
+//! audio chunks (5 s at 16 kHz, random noise), spread over many users, each with its own `Idempotency-Key` so
 //! every request is a new event.
 
 use std::sync::Arc;
@@ -103,12 +103,17 @@ fn audio(run: &str, n: u64, pcm: Bytes) -> Request {
     }
 }
 
-/// `samples` of PCM16 LE: a 440 Hz tone at a quarter of full scale.
+/// `samples` of PCM16 LE white noise at full scale, from a fixed seed (xorshift64). Noise is as
+/// incompressible as bytes get, so what Postgres stores of it is what real audio (which
+/// compresses little) costs; a tone or silence TOAST would store in a few per cent of its size.
 fn pcm_chunk(samples: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     (0..samples)
-        .flat_map(|index| {
-            let phase = index as f64 * 440.0 * std::f64::consts::TAU / 16_000.0;
-            ((phase.sin() * 8192.0) as i16).to_le_bytes()
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 48) as u16).to_le_bytes()
         })
         .collect()
 }
@@ -166,5 +171,21 @@ mod tests {
     #[test]
     fn audio_bodies_are_five_seconds_at_16_khz() {
         assert_eq!(pcm_chunk(16_000 * 5).len(), 160_000);
+    }
+
+    /// Every byte value about equally often, as in noise, which no compressor can shrink: a
+    /// tone's or silence's bytes are a few values repeated.
+    #[test]
+    fn audio_bodies_are_noise_with_every_byte_value_about_as_common() {
+        let mut counts = [0usize; 256];
+        for byte in pcm_chunk(16_000 * 5) {
+            counts[byte as usize] += 1;
+        }
+        let share = 160_000 / 256;
+        let (least, most) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(
+            *least > share * 3 / 4 && *most < share * 5 / 4,
+            "byte counts from {least} to {most}, {share} expected"
+        );
     }
 }

@@ -14,10 +14,13 @@
 //! dies, every unacknowledged message is redelivered to another consumer, and that costs the
 //! event nothing.
 //!
-//! On shutdown the consumer stops taking messages and stops retrying: what is being stored
-//! finishes and its acks are written, what Postgres cannot take is nacked back to the queue,
-//! then the channels and the connection are closed with a reply code (see [`close`]); whatever
-//! is still held after `SHUTDOWN_TIMEOUT_MS` goes back when the connection closes.
+//! On shutdown the consumer cancels its subscription and stops retrying: what is being stored
+//! finishes and its acks are written, what it had received but not yet taken is stored and
+//! acknowledged too ([`drain`]), what Postgres cannot take is nacked back to the queue, then
+//! the channels and the connection are closed with a reply code (see [`close`]); whatever is
+//! still held after `SHUTDOWN_TIMEOUT_MS` goes back when the connection closes.
+
+mod drain;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -42,6 +45,7 @@ use crate::dead_letters;
 use crate::gauges;
 use crate::handlers::{self, HandlerError, Outcome};
 use crate::supervisor::panic_message;
+use drain::stopped;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long closing the channels and the connection may take; within the second
@@ -100,12 +104,19 @@ async fn consume(
     let sampled = gauges::queues(connection.create_channel().await?, topology.clone());
     gauges::broker_connected(context, true);
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
-    let events = consumer
-        .take_until(stopped(stopping.clone()))
+    let drained = drain::Drained::default();
+    let cancel = drain::cancel_when_stopped(&channel, consumer.tag(), stopping.clone());
+    let batches = consumer
         .ready_chunks(context.settings.batch)
         .for_each_concurrent(context.settings.batches_in_flight, |deliveries| {
-            take_and_process(context, deliveries)
+            drained.count(context, take_and_process(context, deliveries))
         });
+    let events = async {
+        tokio::select! {
+            _ = batches => {}
+            _ = cancel => {}
+        }
+    };
     let dead_letters =
         dead_letters::consume(context.clone(), dead, topology, stopped(stopping.clone()));
     // Boxed: checking these closures' futures for `Send` inside the larger one trips rustc's
@@ -119,6 +130,7 @@ async fn consume(
         }
     }
     close(&connection, &[&channel, &dead_channel]).await;
+    drained.report(context);
     Ok(())
 }
 
@@ -144,11 +156,6 @@ async fn close(connection: &Connection, channels: &[&lapin::Channel]) {
     }
 }
 
-/// Resolves once `stopping` turns true.
-async fn stopped(mut stopping: watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stop| *stop).await;
-}
-
 /// Resolves `SHUTDOWN_TIMEOUT_MS` after `stopping` turns true.
 async fn deadline_after_stop(context: &WorkerContext, stopping: watch::Receiver<bool>) {
     stopped(stopping).await;
@@ -172,8 +179,12 @@ impl Drop for PublishChannel<'_> {
     }
 }
 
-/// Reads the deliveries that arrived together, then stores and settles them as one batch.
-async fn take_and_process(context: &Arc<WorkerContext>, deliveries: Vec<lapin::Result<Delivery>>) {
+/// Reads the deliveries that arrived together, then stores and settles them as one batch;
+/// returns how many messages it acknowledged after their commit.
+async fn take_and_process(
+    context: &Arc<WorkerContext>,
+    deliveries: Vec<lapin::Result<Delivery>>,
+) -> usize {
     let mut taken = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match delivery {
@@ -181,7 +192,7 @@ async fn take_and_process(context: &Arc<WorkerContext>, deliveries: Vec<lapin::R
             Err(error) => tracing::warn!(%error, "consumer error"),
         }
     }
-    process(context, taken).await;
+    process(context, taken).await
 }
 
 /// A message taken off the queue: its event, and the handle that settles it.
@@ -209,12 +220,13 @@ async fn take(delivery: Delivery) -> Option<Taken> {
 }
 
 /// Stores a batch and settles its messages; if it fails, stores its events one at a time.
-async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) {
+/// Returns how many messages it acknowledged after their commit.
+async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) -> usize {
     if taken.len() <= 1 {
-        if let Some(taken) = taken.into_iter().next() {
-            process_alone(context, taken).await;
-        }
-        return;
+        let Some(taken) = taken.into_iter().next() else {
+            return 0;
+        };
+        return process_alone(context, taken).await;
     }
     let (envelopes, ackers): (Vec<Envelope>, Vec<Acker>) =
         taken.into_iter().map(|t| (t.envelope, t.acker)).unzip();
@@ -224,17 +236,19 @@ async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) {
         Err(error) if error.is_transient() => return_all(&ackers, &error).await,
         Err(error) => {
             tracing::warn!(%error, events = envelopes.len(), "a batch failed; storing its events one at a time");
+            let mut acked = 0;
             for (envelope, acker) in envelopes.into_iter().zip(ackers) {
-                process_alone(context, Taken { envelope, acker }).await;
+                acked += process_alone(context, Taken { envelope, acker }).await;
             }
+            acked
         }
     }
 }
 
 /// Stores one event and settles its message: ack after commit, else count the failure and
 /// nack it back, or reject it (dead-letter it) once it has failed `DELIVERY_LIMIT` times. Its
-/// log lines carry the event's id and the request id ingest gave it.
-async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) {
+/// log lines carry the event's id and the request id ingest gave it. Returns 1 if it was acked.
+async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) -> usize {
     let span = tracing::info_span!(
         "event",
         event_id = %taken.envelope.event_id,
@@ -243,7 +257,7 @@ async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) {
     process_one(context, taken).instrument(span).await
 }
 
-async fn process_one(context: &Arc<WorkerContext>, taken: Taken) {
+async fn process_one(context: &Arc<WorkerContext>, taken: Taken) -> usize {
     let Taken { envelope, acker } = taken;
     let (envelopes, ackers) = (
         std::slice::from_ref(&envelope),
@@ -253,17 +267,21 @@ async fn process_one(context: &Arc<WorkerContext>, taken: Taken) {
     match store(context, envelopes, ackers).await {
         Ok(outcomes) => settle(context, envelopes, ackers, &outcomes, started).await,
         Err(error) if error.is_transient() => return_all(ackers, &error).await,
-        Err(error) => fail(context, &envelope, acker, &error).await,
+        Err(error) => {
+            fail(context, &envelope, acker, &error).await;
+            0
+        }
     }
 }
 
 /// Hands messages back to the queue after a failure that is not theirs (Postgres down while
-/// stopping, or the channel gone): nothing is counted against them.
-async fn return_all(ackers: &[Acker], error: &HandlerError) {
+/// stopping, or the channel gone): nothing is counted against them, and none is acked (0).
+async fn return_all(ackers: &[Acker], error: &HandlerError) -> usize {
     tracing::warn!(%error, events = ackers.len(), "returning events to the queue untouched");
     for acker in ackers {
         let _ = acker.nack(requeue(true)).await;
     }
+    0
 }
 
 /// Counts a failure of the event's own processing and settles its message accordingly.
@@ -331,14 +349,15 @@ async fn handle_all(
         .unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(&*panic))))
 }
 
-/// Acknowledges stored events' messages, after recording them and waking the delivery loop.
+/// Acknowledges stored events' messages, after recording them and waking the delivery loop;
+/// returns how many acks were sent.
 async fn settle(
     context: &WorkerContext,
     envelopes: &[Envelope],
     ackers: &[Acker],
     outcomes: &[Outcome],
     started: Instant,
-) {
+) -> usize {
     for (envelope, &outcome) in envelopes.iter().zip(outcomes) {
         record(context, envelope, outcome, started);
     }
@@ -350,9 +369,10 @@ async fn settle(
     let acks = ackers
         .iter()
         .map(|acker| acker.ack(BasicAckOptions::default()));
+    let mut sent = 0;
     for (envelope, acked) in envelopes.iter().zip(join_all(acks).await) {
         match acked {
-            Ok(true) => {}
+            Ok(true) => sent += 1,
             Ok(false) => {
                 tracing::warn!(event_id = %envelope.event_id, "ack not sent, the channel is gone; the redelivery will be a duplicate")
             }
@@ -361,6 +381,7 @@ async fn settle(
             }
         }
     }
+    sent
 }
 
 fn record(context: &WorkerContext, envelope: &Envelope, outcome: Outcome, started: Instant) {

@@ -9,6 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Outbound;
@@ -44,14 +45,17 @@ pub async fn attempt(
 }
 
 /// Sends a batch's deliveries one after another, for as long as `permit` allows (circuit
-/// closed, rate-limit tokens left) and [`SEND_FOR`] after `claimed_at` has not passed, stopping
-/// at a 410; then records every outcome and gives back what was not sent, in one transaction.
+/// closed, rate-limit tokens left), [`SEND_FOR`] after `claimed_at` has not passed and the
+/// worker is not `stopping`, stopping at a 410; then records every outcome and gives back what
+/// was not sent, in one transaction. So on a stop the attempt under way finishes and is
+/// recorded, and the rest of the batch goes back for the next worker at once.
 pub async fn batch(
     outbound: &Outbound,
     pool: &PgPool,
     batch: &Batch,
     permit: &Permit,
     claimed_at: DateTime<Utc>,
+    stopping: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Some(first) = batch.deliveries.first() else {
         return Ok(());
@@ -60,7 +64,8 @@ pub async fn batch(
     let mut outcomes = Vec::with_capacity(batch.deliveries.len());
     let mut started = 0;
     for claimed in &batch.deliveries {
-        if started > 0 && (Utc::now() >= send_until || !permit.may_send_another()) {
+        let turn_over = started > 0 && (Utc::now() >= send_until || !permit.may_send_another());
+        if turn_over || *stopping.borrow() {
             break;
         }
         started += 1;

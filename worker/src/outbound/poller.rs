@@ -25,7 +25,8 @@ const MIN_WAIT: Duration = Duration::from_millis(10);
 /// How often the pending gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs until `stopping` turns true, then waits for the attempts under way.
+/// Runs until `stopping` turns true, then waits for the attempts under way (each batch
+/// finishes the attempt it is making and gives back the deliveries it has not started).
 pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool>) {
     let mut listener: Option<PgListener> = None;
     let mut attempts = JoinSet::new();
@@ -103,7 +104,8 @@ fn start(
     attempts.spawn(async move {
         let _slot = slot;
         let outbound = &context.outbound;
-        if let Err(error) = deliver::batch(outbound, &context.pool, &batch, &permit, claimed_at).await {
+        let stopping = &context.stopping;
+        if let Err(error) = deliver::batch(outbound, &context.pool, &batch, &permit, claimed_at, stopping).await {
             let deliveries = batch.deliveries.len();
             tracing::warn!(error = format!("{error:#}"), endpoint = %batch.endpoint_id, deliveries, "batch not recorded; the lease will expire");
         }

@@ -4,12 +4,16 @@
 //!   and [`Receiver`], an in-process server that answers outbound webhooks per a script and
 //!   hands every request to the test;
 //! - [`TestPipeline`]: ingest and any number of workers, with helpers that post as each sender
-//!   does and read back what was stored.
+//!   does and read back what was stored;
+//! - [`worker_binary`]: the real `worker` binary as a child process, stopped with SIGTERM.
 
 #![allow(dead_code)]
 
 pub mod ingest_server;
 pub mod sse;
+pub mod worker_binary;
+
+use worker_binary::{LoggedWorker, spawn_worker_binary};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -256,47 +260,6 @@ pub async fn database_behind_proxy() -> (TestDatabase, TcpProxy, String) {
     let proxy = TcpProxy::start(host_port).await;
     let url = format!("{scheme_and_user}@{}/{}", proxy.addr, database.name);
     (database, proxy, url)
-}
-
-/// Runs the real `worker` binary on `broker`'s queue prefix with Postgres at `database_url`
-/// and `env` added, and waits until it is ready.
-pub async fn spawn_worker_binary(
-    broker: &shared::config::BrokerSettings,
-    database_url: &str,
-    env: &[(&str, &str)],
-) -> tokio::process::Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .env("DATABASE_URL", database_url)
-        .env("AMQP_URL", &broker.url)
-        .env("QUEUE_PREFIX", &broker.prefix)
-        .env("WORKER_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_LEVEL", "warn")
-        .envs(env.iter().copied())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the worker binary");
-    let readyz = format!("http://127.0.0.1:{port}/readyz");
-    eventually(15, &readyz, || async {
-        let response = reqwest::get(&readyz).await.ok()?;
-        response.status().is_success().then_some(())
-    })
-    .await;
-    child
-}
-
-/// Sends SIGTERM to `child`, as an orchestrator stopping it does.
-pub fn terminate(child: &tokio::process::Child) {
-    let pid = child.id().expect("the process runs").to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(sent.success(), "kill -TERM {pid}: {sent}");
 }
 
 /// How the receiver answers one request.
@@ -722,6 +685,12 @@ impl TestPipeline {
         env: &[(&str, &str)],
     ) -> tokio::process::Child {
         spawn_worker_binary(&self.broker.settings, database_url, env).await
+    }
+
+    /// Like [`Self::spawn_worker_binary`] on this pipeline's database, with the consumer's log
+    /// kept ([`LoggedWorker`]).
+    pub async fn spawn_logged_worker(&self, env: &[(&str, &str)]) -> LoggedWorker {
+        LoggedWorker::start(&self.broker.settings, &self.database.url, env).await
     }
 
     /// Waits until `sql` counts `expected`, then returns.
