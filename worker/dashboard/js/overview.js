@@ -7,7 +7,7 @@ import { get, metrics, total } from "./api.js";
 import { endpointHealth } from "./endpoints.js";
 import { every, h, heading, number, percent, statusLine, table } from "./dom.js";
 
-const REFRESH_MS = 2000;
+const REFRESH_MS = 3000;
 
 export function render(container) {
   const tiles = h("dl", { class: "tiles", id: "overview-tiles" });
@@ -56,7 +56,7 @@ function showTiles(tiles, now, previous, endpoints, letters) {
     ["queue-depth", "Queue depth", number(total(now.samples, "worker_queue_messages", { queue: "events" }))],
     ["pending", "Pending deliveries", number(total(now.samples, "outbound_deliveries_pending"))],
     ["failed", "Failed deliveries", number(failed)],
-    ["dead-letters", "Dead letters", `${number(waiting)}${letters.next ? "+" : ""}`],
+    ["dead-letters-waiting", "Dead letters", `${number(waiting)}${letters.next ? "+" : ""}`],
     ["circuits-open", "Circuits open", number(total(now.samples, "outbound_circuits_open"))],
     ["endpoints-disabled", "Endpoints disabled", number(endpoints.filter(({ endpoint }) => !endpoint.enabled).length)],
   ];

@@ -124,7 +124,8 @@ function segment(view, data) {
   });
   const item = h("li", { "data-speaker": String(id) }, speaker, data.text || "");
   view.transcript.append(item);
-  item.scrollIntoView({ block: "nearest" });
+  // Only the list scrolls to its newest line; the page stays where the reader is.
+  view.transcript.scrollTop = view.transcript.scrollHeight;
 }
 
 async function loadSessions(uid, view) {
