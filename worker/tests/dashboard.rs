@@ -151,10 +151,7 @@ async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without
     browser.wait_for_text("#sleep-stats", "88.24").await;
     browser.screenshot("user").await;
 
-    browser.resize(390, 844).await;
-    browser
-        .wait_for("a narrow window", "window.innerWidth <= 390")
-        .await;
+    browser.phone_sized().await;
     assert!(
         browser.fits_the_width().await,
         "no sideways scrolling at phone width"
@@ -302,10 +299,7 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
     browser.wait_for_text("#users a", "u-views").await;
     browser.screenshot("users").await;
 
-    browser.resize(390, 844).await;
-    browser
-        .wait_for("a narrow window", "window.innerWidth <= 390")
-        .await;
+    browser.phone_sized().await;
     for (view, shows) in [
         ("#/overview", "#overview-tiles"),
         ("#/users", "#users"),

@@ -29,6 +29,9 @@ const FLAGS: &[&str] = &[
     "--window-size=1280,900",
 ];
 
+/// A phone's screen, in CSS pixels.
+const PHONE: (u32, u32) = (390, 844);
+
 /// How long a wait for the page lasts before the test fails.
 pub const PAGE_WAIT_S: u64 = 20;
 
@@ -156,6 +159,13 @@ impl Browser {
             .set_window_rect(0, 0, width, height)
             .await
             .expect("resize");
+    }
+
+    /// Makes the window a phone's, 390x844, and waits until the page has that width.
+    pub async fn phone_sized(&self) {
+        self.resize(PHONE.0, PHONE.1).await;
+        let narrow = format!("window.innerWidth <= {}", PHONE.0);
+        self.wait_for("a phone-sized window", &narrow).await;
     }
 
     /// Whether the page is no wider than the window (nothing to scroll sideways).
