@@ -300,7 +300,21 @@ impl Spawned {
         Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
         E: std::fmt::Debug,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_at("127.0.0.1:0".parse().unwrap(), run).await
+    }
+
+    /// Starts `run(listener, shutdown)` listening on `addr`: a service started again where a
+    /// stopped one was, so that its clients (a browser) find it at the same address.
+    pub async fn start_at<F, Fut, E>(addr: std::net::SocketAddr, run: F) -> Self
+    where
+        F: FnOnce(
+            TcpListener,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ) -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Debug,
+    {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = Box::pin(async move {

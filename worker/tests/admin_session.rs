@@ -243,8 +243,13 @@ async fn signing_out_clears_the_cookie_and_expired_or_revoked_sessions_are_refus
 async fn the_dashboard_page_and_its_assets_come_from_the_binary_with_a_strict_policy() {
     let worker = TestWorker::start().await;
     for (path, kind, text) in [
-        ("/dashboard", "text/html", "/dashboard/app.js"),
-        ("/dashboard/app.js", "text/javascript", "/v1/stream?"),
+        ("/dashboard", "text/html", "/dashboard/js/main.js"),
+        (
+            "/dashboard/js/main.js",
+            "text/javascript",
+            "/v1/auth/session",
+        ),
+        ("/dashboard/js/user.js", "text/javascript", "/v1/stream"),
         ("/dashboard/app.css", "text/css", "meter"),
     ] {
         let response = worker.client.get(worker.url(path)).send().await.unwrap();
@@ -258,4 +263,10 @@ async fn the_dashboard_page_and_its_assets_come_from_the_binary_with_a_strict_po
         assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
         assert!(response.text().await.unwrap().contains(text), "{path}");
     }
+    let missing = worker
+        .client
+        .get(worker.url("/dashboard/js/nothing.js"))
+        .send()
+        .await;
+    assert_eq!(missing.unwrap().status(), 404);
 }

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod ingest_server;
 pub mod sse;
 pub mod worker_binary;
@@ -512,10 +513,31 @@ impl TestPipeline {
 
     /// Starts one more worker in-process and waits until it consumes.
     pub async fn add_worker(&mut self) {
-        let settings = self.worker_settings();
-        let worker = Spawned::start(|listener, stop| worker::run(settings, listener, stop)).await;
-        self.wait_ready(&worker.url("/readyz")).await;
+        let worker = self.worker_at("127.0.0.1:0".parse().unwrap()).await;
         self.workers.push(worker);
+    }
+
+    /// Stops worker `index` gracefully; returns the address it listened on.
+    pub async fn stop_worker(&mut self, index: usize) -> std::net::SocketAddr {
+        let worker = self.workers.remove(index);
+        let addr = worker.addr;
+        worker.stop().await;
+        addr
+    }
+
+    /// Starts a worker listening on `addr` (where a stopped one was), as worker `index`, and
+    /// waits until it consumes.
+    pub async fn start_worker_at(&mut self, index: usize, addr: std::net::SocketAddr) {
+        let worker = self.worker_at(addr).await;
+        self.workers.insert(index, worker);
+    }
+
+    async fn worker_at(&self, addr: std::net::SocketAddr) -> Spawned {
+        let settings = self.worker_settings();
+        let run = |listener, stop| worker::run(settings, listener, stop);
+        let worker = Spawned::start_at(addr, run).await;
+        self.wait_ready(&worker.url("/readyz")).await;
+        worker
     }
 
     /// Waits until the events queue is empty, then stops every worker: once stopped, every
