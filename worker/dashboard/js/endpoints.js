@@ -42,8 +42,9 @@ function circuit(endpoint, stats) {
 }
 
 function latency(stats) {
-  if (!stats || stats.latency_p50_ms === null || stats.latency_p50_ms === undefined) return "—";
-  return `${number(stats.latency_p50_ms)} / ${number(stats.latency_p95_ms)} ms`;
+  const latency = stats && stats.latency_ms;
+  if (!latency || latency.p50 === null || latency.p50 === undefined) return "—";
+  return `${number(latency.p50)} / ${number(latency.p95)} ms`;
 }
 
 export const list = {
@@ -70,7 +71,7 @@ function endpointsTable(rows) {
         h("a", { href: `#/endpoints/${endpoint.id}`, "data-key": endpoint.id, text: endpoint.url })],
       ["State", ({ endpoint }) => state(endpoint)],
       ["Circuit", ({ endpoint, stats }) => circuit(endpoint, stats)],
-      ["Success", ({ stats }) => percent(stats && stats.success_rate)],
+      ["Success", ({ stats }) => percent(stats && stats.success_ratio)],
       ["Latency p50 / p95", ({ stats }) => latency(stats)],
       ["Pending", ({ stats }) => number(stats && stats.pending)],
       ["Failed", ({ stats }) => number(stats && stats.failed)],
@@ -129,9 +130,9 @@ function endpointSummary(endpoint, stats) {
     ["URL", endpoint.url],
     ["State", state(endpoint)],
     ["Circuit", circuit(endpoint, stats)],
-    ["Success", percent(stats && stats.success_rate)],
+    ["Success", percent(stats && stats.success_ratio)],
     ["Latency p50 / p95", latency(stats)],
-    ["Deliveries", stats ? `${number(stats.succeeded)} succeeded, ${number(stats.failed)} failed, ${number(stats.pending)} pending` : "—"],
+    ["Deliveries", stats ? `${number(stats.succeeded)} succeeded, ${number(stats.failed)} failed, ${number(stats.pending)} pending, ${number(stats.paused)} paused` : "—"],
   ];
   return h("dl", { class: "facts" }, facts.map(([name, value]) => [h("dt", { text: name }), h("dd", { text: value })]));
 }

@@ -72,7 +72,7 @@ function healthTable(endpoints) {
     [
       ["Endpoint", ({ endpoint }) => h("a", { href: `#/endpoints/${endpoint.id}`, text: endpoint.url })],
       ["State", ({ endpoint }) => (endpoint.enabled ? "enabled" : "disabled")],
-      ["Success", ({ stats }) => percent(stats && stats.success_rate)],
+      ["Success", ({ stats }) => percent(stats && stats.success_ratio)],
       ["Failed", ({ stats }) => number(stats && stats.failed)],
     ],
     endpoints,
