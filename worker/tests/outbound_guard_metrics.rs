@@ -1,8 +1,8 @@
 //! The outbound metrics an operator pages on, against the real delivery loop: the SSRF guard's
 //! refusals counted by the kind of address (an IP literal refused when the endpoint is saved,
 //! a host name refused when an attempt resolves it; nothing is ever connected to), and
-//! `outbound_circuits_open` at 1 while a failing receiver's circuit is open, back at 0 once a
-//! probe succeeds.
+//! `outbound_circuits_open` at 1 while a failing receiver's circuit is open (and the
+//! endpoint's stats saying `"circuit": "open"`), back at 0 once a probe succeeds.
 //!
 //! The tests of this binary share one recorder, so each reads how much its own series rose.
 
@@ -83,8 +83,10 @@ async fn a_failing_receiver_opens_its_circuit_and_a_good_probe_closes_it() {
     .await;
     let failing = vec![Reply::status(500); 2];
     let mut receiver = Receiver::scripted(failing, Reply::status(200)).await;
-    worker.endpoint_for(&receiver).await;
+    let endpoint = worker.endpoint_for(&receiver).await;
     assert_eq!(worker.metric(CIRCUITS_OPEN).await, Some(0.0));
+    let stats = format!("/v1/endpoints/{}/stats", endpoint["id"].as_str().unwrap());
+    assert_eq!(worker.get_json(&stats).await["circuit"], "closed");
 
     worker.emit(EventType::Test, json!({})).await;
     receiver.next().await;
@@ -93,6 +95,8 @@ async fn a_failing_receiver_opens_its_circuit_and_a_good_probe_closes_it() {
         (worker.metric(CIRCUITS_OPEN).await? == 1.0).then_some(())
     })
     .await;
+    // The endpoint's statistics say so too, as this worker sees it.
+    assert_eq!(worker.get_json(&stats).await["circuit"], "open");
 
     // After the cool-down one probe goes out, is answered 200, and closes the circuit.
     receiver.next().await;
@@ -100,4 +104,5 @@ async fn a_failing_receiver_opens_its_circuit_and_a_good_probe_closes_it() {
         (worker.metric(CIRCUITS_OPEN).await? == 0.0).then_some(())
     })
     .await;
+    assert_eq!(worker.get_json(&stats).await["circuit"], "closed");
 }

@@ -213,6 +213,17 @@ impl Isolation {
             super::metrics::circuit_changed(!was_open);
         }
     }
+
+    /// The state of `endpoint`'s circuit in this worker: `closed`, `open` (cooling down) or
+    /// `half_open` (its cool-down over, the next attempt is the probe).
+    pub fn circuit(&self, endpoint: Uuid) -> &'static str {
+        let endpoints = self.endpoints.lock().expect("isolation lock");
+        match endpoints.get(&endpoint).and_then(|state| state.open_until) {
+            None => "closed",
+            Some(until) if Instant::now() < until => "open",
+            Some(_) => "half_open",
+        }
+    }
 }
 
 impl Permit {
@@ -350,12 +361,15 @@ mod tests {
     fn the_circuit_opens_after_consecutive_failures_then_lets_one_probe() {
         let isolation = isolation(50);
         let endpoint = Uuid::new_v4();
+        assert_eq!(isolation.circuit(endpoint), "closed");
         for _ in 0..3 {
             drop(isolation.try_start(endpoint, None).unwrap());
             isolation.record(endpoint, false);
         }
         assert!(isolation.try_start(endpoint, None).is_none(), "open");
+        assert_eq!(isolation.circuit(endpoint), "open");
         std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(isolation.circuit(endpoint), "half_open");
         let probe = isolation
             .try_start(endpoint, None)
             .expect("half-open probe");
@@ -369,6 +383,7 @@ mod tests {
             isolation.try_start(endpoint, None).is_some(),
             "closed again"
         );
+        assert_eq!(isolation.circuit(endpoint), "closed");
     }
 
     #[test]

@@ -248,6 +248,9 @@ pub struct Stats {
     paused: i64,
     succeeded: i64,
     failed: i64,
+    /// Its circuit breaker in the worker that answers (`closed`, `open`, `half_open`): each
+    /// worker keeps its own.
+    circuit: &'static str,
     #[serde(flatten)]
     attempts: Window,
 }
@@ -279,6 +282,7 @@ pub async fn stats(
         paused,
         succeeded: counted.succeeded,
         failed: counted.failed,
+        circuit: context.outbound.isolation.circuit(endpoint.id),
         attempts,
     })
 }
