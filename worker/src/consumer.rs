@@ -10,7 +10,9 @@
 //! counts against the event. Any other failure takes the batch apart and stores its events one
 //! at a time, so one bad event cannot hold the others back; the bad one's failure is counted in
 //! `processing_failures`, and it is nacked back to the queue until that count reaches
-//! `DELIVERY_LIMIT`, then rejected, which dead-letters it through `<prefix>.dead`. If the worker
+//! `DELIVERY_LIMIT`, then rejected, which dead-letters it through `<prefix>.dead`. A committed
+//! batch is acknowledged with one `basic.ack` (`multiple`) when no older message of its channel
+//! is still unsettled, and one ack a message otherwise ([`acks`]). If the worker
 //! dies, every unacknowledged message is redelivered to another consumer, and that costs the
 //! event nothing.
 //!
@@ -20,21 +22,18 @@
 //! the channels and the connection are closed with a reply code (see [`close`]); whatever is
 //! still held after `SHUTDOWN_TIMEOUT_MS` goes back when the connection closes.
 
+mod acks;
 mod drain;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use futures_util::{FutureExt, StreamExt};
+use lapin::Connection;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions};
 use lapin::types::FieldTable;
-use lapin::{Acker, Connection};
 use shared::Envelope;
 use shared::broker::{self, Topology};
 use tokio::sync::watch;
@@ -45,6 +44,7 @@ use crate::dead_letters;
 use crate::gauges;
 use crate::handlers::{self, HandlerError, Outcome};
 use crate::supervisor::panic_message;
+use acks::{Ledger, Settle};
 use drain::stopped;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -106,7 +106,10 @@ async fn consume(
     tracing::info!(queue = %topology.events_queue, prefetch, "consuming");
     let drained = drain::Drained::default();
     let cancel = drain::cancel_when_stopped(&channel, consumer.tag(), stopping.clone());
+    // Every delivery enters the ledger as the stream yields it, in the channel's order.
+    let ledger = Arc::new(Ledger::default());
     let batches = consumer
+        .map(|delivery| delivery.map(|delivery| (ledger.hold(&delivery), delivery)))
         .ready_chunks(context.settings.batch)
         .for_each_concurrent(context.settings.batches_in_flight, |deliveries| {
             drained.count(context, take_and_process(context, deliveries))
@@ -183,12 +186,12 @@ impl Drop for PublishChannel<'_> {
 /// returns how many messages it acknowledged after their commit.
 async fn take_and_process(
     context: &Arc<WorkerContext>,
-    deliveries: Vec<lapin::Result<Delivery>>,
+    deliveries: Vec<lapin::Result<(Settle, Delivery)>>,
 ) -> usize {
     let mut taken = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         match delivery {
-            Ok(delivery) => taken.extend(take(delivery).await),
+            Ok((settle, delivery)) => taken.extend(take(settle, delivery).await),
             Err(error) => tracing::warn!(%error, "consumer error"),
         }
     }
@@ -198,22 +201,16 @@ async fn take_and_process(
 /// A message taken off the queue: its event, and the handle that settles it.
 struct Taken {
     envelope: Envelope,
-    acker: Acker,
+    settle: Settle,
 }
 
 /// Reads a delivery's envelope; a message that is not one is dead-lettered at once.
-async fn take(delivery: Delivery) -> Option<Taken> {
+async fn take(settle: Settle, delivery: Delivery) -> Option<Taken> {
     match Envelope::from_amqp(&delivery.properties, delivery.data) {
-        Ok(envelope) => Some(Taken {
-            envelope,
-            acker: delivery.acker,
-        }),
+        Ok(envelope) => Some(Taken { envelope, settle }),
         Err(error) => {
             tracing::error!(%error, "unreadable message; dead-lettering it");
-            let _ = delivery
-                .acker
-                .reject(BasicRejectOptions { requeue: false })
-                .await;
+            let _ = settle.reject(false).await;
             None
         }
     }
@@ -228,17 +225,17 @@ async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) -> usize {
         };
         return process_alone(context, taken).await;
     }
-    let (envelopes, ackers): (Vec<Envelope>, Vec<Acker>) =
-        taken.into_iter().map(|t| (t.envelope, t.acker)).unzip();
+    let (envelopes, settles): (Vec<Envelope>, Vec<Settle>) =
+        taken.into_iter().map(|t| (t.envelope, t.settle)).unzip();
     let started = Instant::now();
-    match store(context, &envelopes, &ackers).await {
-        Ok(outcomes) => settle(context, &envelopes, &ackers, &outcomes, started).await,
-        Err(error) if error.is_transient() => return_all(&ackers, &error).await,
+    match store(context, &envelopes, &settles).await {
+        Ok(outcomes) => acknowledge(context, &envelopes, &settles, &outcomes, started).await,
+        Err(error) if error.is_transient() => return_all(&settles, &error).await,
         Err(error) => {
             tracing::warn!(%error, events = envelopes.len(), "a batch failed; storing its events one at a time");
             let mut acked = 0;
-            for (envelope, acker) in envelopes.into_iter().zip(ackers) {
-                acked += process_alone(context, Taken { envelope, acker }).await;
+            for (envelope, settle) in envelopes.into_iter().zip(settles) {
+                acked += process_alone(context, Taken { envelope, settle }).await;
             }
             acked
         }
@@ -258,17 +255,17 @@ async fn process_alone(context: &Arc<WorkerContext>, taken: Taken) -> usize {
 }
 
 async fn process_one(context: &Arc<WorkerContext>, taken: Taken) -> usize {
-    let Taken { envelope, acker } = taken;
-    let (envelopes, ackers) = (
+    let Taken { envelope, settle } = taken;
+    let (envelopes, settles) = (
         std::slice::from_ref(&envelope),
-        std::slice::from_ref(&acker),
+        std::slice::from_ref(&settle),
     );
     let started = Instant::now();
-    match store(context, envelopes, ackers).await {
-        Ok(outcomes) => settle(context, envelopes, ackers, &outcomes, started).await,
-        Err(error) if error.is_transient() => return_all(ackers, &error).await,
+    match store(context, envelopes, settles).await {
+        Ok(outcomes) => acknowledge(context, envelopes, settles, &outcomes, started).await,
+        Err(error) if error.is_transient() => return_all(settles, &error).await,
         Err(error) => {
-            fail(context, &envelope, acker, &error).await;
+            fail(context, &envelope, &settle, &error).await;
             0
         }
     }
@@ -276,16 +273,16 @@ async fn process_one(context: &Arc<WorkerContext>, taken: Taken) -> usize {
 
 /// Hands messages back to the queue after a failure that is not theirs (Postgres down while
 /// stopping, or the channel gone): nothing is counted against them, and none is acked (0).
-async fn return_all(ackers: &[Acker], error: &HandlerError) -> usize {
-    tracing::warn!(%error, events = ackers.len(), "returning events to the queue untouched");
-    for acker in ackers {
-        let _ = acker.nack(requeue(true)).await;
+async fn return_all(settles: &[Settle], error: &HandlerError) -> usize {
+    tracing::warn!(%error, events = settles.len(), "returning events to the queue untouched");
+    for settle in settles {
+        let _ = settle.nack(true).await;
     }
     0
 }
 
 /// Counts a failure of the event's own processing and settles its message accordingly.
-async fn fail(context: &WorkerContext, envelope: &Envelope, acker: Acker, error: &HandlerError) {
+async fn fail(context: &WorkerContext, envelope: &Envelope, settle: &Settle, error: &HandlerError) {
     metrics::counter!("worker_events_failed_total", "kind" => envelope.kind.as_str()).increment(1);
     let limit = context.settings.broker.delivery_limit;
     let failures = dead_letters::record_failure(&context.pool, envelope, &error.to_string()).await;
@@ -293,19 +290,12 @@ async fn fail(context: &WorkerContext, envelope: &Envelope, acker: Acker, error:
     match failures {
         Some(failures) if failures >= limit => {
             tracing::error!(%error, %event_id, kind, failures, "event failed for the last time; dead-lettering it");
-            let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+            let _ = settle.reject(false).await;
         }
         failures => {
             tracing::error!(%error, %event_id, kind, ?failures, limit, "event failed; returning it to the queue");
-            let _ = acker.nack(requeue(true)).await;
+            let _ = settle.nack(true).await;
         }
-    }
-}
-
-fn requeue(requeue: bool) -> BasicNackOptions {
-    BasicNackOptions {
-        requeue,
-        ..Default::default()
     }
 }
 
@@ -314,7 +304,7 @@ fn requeue(requeue: bool) -> BasicNackOptions {
 async fn store(
     context: &WorkerContext,
     envelopes: &[Envelope],
-    ackers: &[Acker],
+    settles: &[Settle],
 ) -> Result<Vec<Outcome>, HandlerError> {
     let mut backoff = Duration::from_millis(100);
     let mut stopping = context.stopping.clone();
@@ -322,7 +312,7 @@ async fn store(
         match handle_all(context, envelopes).await {
             Err(error)
                 if error.is_transient()
-                    && ackers.iter().all(Acker::usable)
+                    && settles.iter().all(Settle::usable)
                     && !*stopping.borrow() =>
             {
                 tracing::warn!(%error, events = envelopes.len(), "transient failure; retrying");
@@ -351,10 +341,10 @@ async fn handle_all(
 
 /// Acknowledges stored events' messages, after recording them and waking the delivery loop;
 /// returns how many acks were sent.
-async fn settle(
+async fn acknowledge(
     context: &WorkerContext,
     envelopes: &[Envelope],
-    ackers: &[Acker],
+    settles: &[Settle],
     outcomes: &[Outcome],
     started: Instant,
 ) -> usize {
@@ -364,13 +354,8 @@ async fn settle(
     if outcomes.contains(&Outcome::Stored) {
         context.events_committed();
     }
-    // All at once: the acks go out together instead of each waiting for the one before it
-    // to pass through the connection's I/O loop.
-    let acks = ackers
-        .iter()
-        .map(|acker| acker.ack(BasicAckOptions::default()));
     let mut sent = 0;
-    for (envelope, acked) in envelopes.iter().zip(join_all(acks).await) {
+    for (envelope, acked) in envelopes.iter().zip(acks::ack_all(settles).await) {
         match acked {
             Ok(true) => sent += 1,
             Ok(false) => {
