@@ -232,6 +232,12 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
         .create_endpoint(json!({"url": receiver.url(), "event_types": ["transcript.segment"]}))
         .await;
     let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    let disabled_url = format!("{}/disabled", receiver.url());
+    pipeline
+        .create_endpoint(
+            json!({"url": disabled_url, "event_types": ["memory.created"], "enabled": false}),
+        )
+        .await;
     pipeline
         .post_omi(
             "/v1/omi/transcript",
@@ -258,6 +264,7 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
         )
         .await;
     browser.wait_for_text("#endpoint-health", "50.0 %").await;
+    browser.wait_for_text("#endpoints-disabled", "1").await;
     browser.screenshot("overview").await;
 
     // With the keyboard: from the top of the page, Tab to the Endpoints link and press Enter.
@@ -292,6 +299,10 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
         .await;
     browser.wait_for_text("#endpoints", &receiver.url()).await;
     browser.wait_for_text("#endpoints", "50.0 %").await;
+    browser.wait_for_text("#endpoints", "closed").await;
+    browser
+        .wait_for_text("#endpoints", "disabled: created disabled")
+        .await;
     browser.screenshot("endpoints").await;
 
     browser
