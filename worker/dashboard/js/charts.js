@@ -76,7 +76,8 @@ export const STAGES = [
 ];
 
 const ROW = 24;
-const LABELS = 48;
+/** Room for the stage names, in the picture's units (the phone's larger text fits too). */
+const LABELS = 60;
 const WIDTH = 600;
 
 /** The hypnogram of `stages` (one value an epoch; -1 and unknown values leave a gap). */
@@ -93,7 +94,7 @@ export function hypnogram(stages, label) {
   });
   STAGES.forEach((stage, index) => {
     const y = index * ROW + ROW / 2;
-    picture.append(svg("text", { x: 0, y: y + 4, class: "axis" }, stage.name));
+    picture.append(svg("text", { x: 0, y, "dominant-baseline": "middle", class: "axis" }, stage.name));
     picture.append(svg("line", { x1: LABELS, x2: WIDTH, y1: y, y2: y, class: "grid-line" }));
   });
   let path = "";
