@@ -27,6 +27,9 @@ export function render(container, uid) {
     levels: [],
     inference: { session: null, stages: [] },
     transcript: new Transcript(view.transcript),
+    /** The stream has given a level / a listening state: the API's may be older. */
+    levelLive: false,
+    listeningLive: false,
     source: null,
     stopped: false,
   };
