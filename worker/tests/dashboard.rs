@@ -101,11 +101,18 @@ async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without
     browser.wait_for_text("#transcript li", SAID_BEFORE).await;
 
     let talking = keep_talking(&pipeline, uid, Duration::from_secs(3));
-    let heard = browser.wait_for(
-        "the meter to move and the listening indicator to light",
-        "document.getElementById('level').value > 50 \
-         && document.getElementById('listening').textContent === 'listening'",
-    );
+    let heard = async {
+        browser
+            .wait_for(
+                "the meter to move and the listening indicator to light",
+                "document.getElementById('level').value > 50 \
+                 && document.getElementById('listening').textContent === 'listening'",
+            )
+            .await;
+        // While the audio still comes: the meter up, the indicator lit, the chart drawing.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        browser.screenshot("user-live").await;
+    };
     tokio::join!(talking, heard);
     browser.wait_for_text("#listening", "not listening").await;
 
@@ -130,7 +137,6 @@ async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without
         "speakers are told apart"
     );
     each_line_once(&browser, &[SAID_BEFORE, FIRST_LINE, SECOND_LINE]).await;
-    browser.screenshot("user-live").await;
 
     let addr = pipeline.stop_worker(0).await;
     browser
