@@ -18,47 +18,33 @@ use crate::WorkerContext;
 const HTML: &str = "text/html; charset=utf-8";
 const SCRIPT: &str = "text/javascript; charset=utf-8";
 const STYLE: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+/// `(path, content type, content)` of the file `worker/dashboard/<path>`, embedded.
+macro_rules! embedded {
+    ($path:literal, $content_type:expr) => {
+        (
+            $path,
+            $content_type,
+            include_str!(concat!("../dashboard/", $path)),
+        )
+    };
+}
 
 /// Every file the page is made of, by its path under `/dashboard/`, with its content type.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.css", STYLE, include_str!("../dashboard/app.css")),
-    (
-        "js/main.js",
-        SCRIPT,
-        include_str!("../dashboard/js/main.js"),
-    ),
-    ("js/api.js", SCRIPT, include_str!("../dashboard/js/api.js")),
-    ("js/dom.js", SCRIPT, include_str!("../dashboard/js/dom.js")),
-    (
-        "js/charts.js",
-        SCRIPT,
-        include_str!("../dashboard/js/charts.js"),
-    ),
-    (
-        "js/overview.js",
-        SCRIPT,
-        include_str!("../dashboard/js/overview.js"),
-    ),
-    (
-        "js/users.js",
-        SCRIPT,
-        include_str!("../dashboard/js/users.js"),
-    ),
-    (
-        "js/user.js",
-        SCRIPT,
-        include_str!("../dashboard/js/user.js"),
-    ),
-    (
-        "js/endpoints.js",
-        SCRIPT,
-        include_str!("../dashboard/js/endpoints.js"),
-    ),
-    (
-        "js/dead_letters.js",
-        SCRIPT,
-        include_str!("../dashboard/js/dead_letters.js"),
-    ),
+    embedded!("app.css", STYLE),
+    embedded!("favicon.svg", SVG),
+    embedded!("js/main.js", SCRIPT),
+    embedded!("js/api.js", SCRIPT),
+    embedded!("js/dom.js", SCRIPT),
+    embedded!("js/charts.js", SCRIPT),
+    embedded!("js/overview.js", SCRIPT),
+    embedded!("js/users.js", SCRIPT),
+    embedded!("js/user.js", SCRIPT),
+    embedded!("js/transcript.js", SCRIPT),
+    embedded!("js/endpoints.js", SCRIPT),
+    embedded!("js/dead_letters.js", SCRIPT),
 ];
 
 const INDEX: &str = include_str!("../dashboard/index.html");
@@ -95,4 +81,39 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         (header::CACHE_CONTROL, "no-cache"),
     ];
     (headers, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The files under `dir`, as paths relative to `root` with `/` between folders.
+    fn files(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).expect("the dashboard's folder") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                files(root, &path, found);
+            } else {
+                let relative = path.strip_prefix(root).expect("under the root");
+                found.push(relative.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+
+    /// A file added to `worker/dashboard/` but not to [`super::ASSETS`] would be a 404 that
+    /// only a browser finds.
+    #[test]
+    fn every_file_of_the_page_is_embedded() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
+        let mut on_disk = Vec::new();
+        files(&root, &root, &mut on_disk);
+        on_disk.retain(|path| path != "index.html");
+        on_disk.sort();
+        let mut embedded: Vec<String> = super::ASSETS
+            .iter()
+            .map(|(path, _, _)| path.to_string())
+            .collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk);
+    }
 }

@@ -243,7 +243,7 @@ pub enum RedriveError {
 /// Publishes the dead letter `id` back to the events exchange and, once a queue has confirmed
 /// it, marks it redriven and forgets the event's failures (it is processed anew).
 pub async fn redrive(context: &WorkerContext, id: Uuid) -> Result<(), RedriveError> {
-    let mut tx = context.pool.begin().await?;
+    let mut tx = crate::checkout::begin(&context.pool).await?;
     let row: Option<(serde_json::Value, Vec<u8>, Option<Uuid>)> = sqlx::query_as(
         "SELECT properties, payload, event_id FROM dead_letters WHERE id = $1 AND redriven_at IS NULL FOR UPDATE",
     )

@@ -12,6 +12,7 @@
 //! - [`outbound`]: the outbox and outbound webhook delivery.
 //! - [`dead_letters`]: poison messages: recording and redriving them.
 //! - [`db`]: connecting (TLS included), database creation, pool and migrations.
+//! - [`checkout`]: taking connections from the pool, counting the tasks that wait for one.
 //! - [`lifecycle`]: retention: deleting each kind of data once it is older than its setting.
 //! - [`gauges`]: gauges sampled every few seconds (queues, database, pool, endpoints).
 //! - [`sessions`]: completing transcript sessions, and their Reflector-shaped transcript.
@@ -23,6 +24,7 @@
 
 pub mod api;
 pub mod audio;
+pub mod checkout;
 pub mod cli;
 pub mod consumer;
 pub mod dashboard;
@@ -260,6 +262,7 @@ fn zero_metrics() {
 fn describe_metrics() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     gauges::describe_metrics();
+    checkout::describe_metrics();
     outbound::metrics::describe_metrics();
     lifecycle::retention::describe_metrics();
     stream::describe_metrics();

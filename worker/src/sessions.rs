@@ -78,7 +78,7 @@ pub async fn complete_open_sessions(
 
 /// Completes the sessions quiet for `idle`; several workers may run this at once.
 pub async fn complete_idle(pool: &PgPool, idle: std::time::Duration) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::checkout::begin(pool).await?;
     let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE transcript_sessions SET completed_at = now()
          WHERE id IN (SELECT id FROM transcript_sessions

@@ -250,6 +250,12 @@ async fn the_dashboard_page_and_its_assets_come_from_the_binary_with_a_strict_po
             "/v1/auth/session",
         ),
         ("/dashboard/js/user.js", "text/javascript", "/v1/stream"),
+        (
+            "/dashboard/js/transcript.js",
+            "text/javascript",
+            "/v1/sessions/",
+        ),
+        ("/dashboard/favicon.svg", "image/svg+xml", "<svg"),
         ("/dashboard/app.css", "text/css", "meter"),
     ] {
         let response = worker.client.get(worker.url(path)).send().await.unwrap();

@@ -1,9 +1,10 @@
 //! `/dashboard` in a real browser (headless Chromium): a wrong token is refused with a clear
-//! message; an operator signs in, watches a user's audio and transcript arrive live through
-//! ingest, keeps watching across a worker restart without losing or repeating an event, sees
-//! the pipeline's overview, retries a failed delivery and redrives a dead letter from the page,
-//! uses it at phone width and with the keyboard, and signs out. Screenshots of every view land
-//! in `target/screenshots/`.
+//! message; an operator signs in, sees the lines a user's session already had, then watches
+//! the user's audio and transcript arrive live through ingest, keeps watching across a worker
+//! restart and a reload without losing or repeating an event, sees the pipeline's overview,
+//! retries a failed delivery and redrives a dead letter from the page, uses it at phone width
+//! and with the keyboard, and signs out; the page requests nothing from anywhere but the
+//! worker. Screenshots of every view land in `target/screenshots/`.
 
 mod harness;
 
@@ -18,13 +19,18 @@ use thirtyfour::Key;
 /// The sender's session id in `omi/realtime_transcript.json`.
 const SESSION: &str = "u7ZkQ2fW9xLmN3pR";
 const FIRST_LINE: &str = "Okay, let's go over the launch plan.";
+const SECOND_LINE: &str = "Sure. The firmware build is ready for review.";
+const SAID_BEFORE: &str = "Said before the page opened.";
 const SAID_WHILE_DOWN: &str = "Said while the worker was down.";
+/** The stream position before every event. */
+const BEFORE_EVERY_EVENT: &str = "0-00000000-0000-0000-0000-000000000000";
 
 /// Opens the dashboard of the pipeline's first worker and signs in; a wrong token first, whose
 /// refusal must say what is wrong (screenshot `sign-in-refused`).
 async fn signed_in(pipeline: &TestPipeline) -> Browser {
     let browser = Browser::start().await;
     browser.goto(&pipeline.workers[0].url("/dashboard")).await;
+    browser.keep_every_request().await;
     browser.type_into("#token", "not-the-token").await;
     browser.click("#sign-in-form button[type=submit]").await;
     browser
@@ -61,24 +67,52 @@ async fn post_line(pipeline: &TestPipeline, uid: &str, text: &str) {
         .await;
 }
 
+/// Each of `lines` is shown exactly once in the transcript, and nothing else is.
+async fn each_line_once(browser: &Browser, lines: &[&str]) {
+    // Long enough for a repeat on its way to arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for line in lines {
+        let count = browser.count_with_text("#transcript li", line).await;
+        assert_eq!(count, 1, "{line:?} is shown once");
+    }
+    let all = browser.count_with_text("#transcript li", "").await;
+    assert_eq!(all, lines.len() as u64, "no other line");
+}
+
 #[tokio::test]
 async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without_losing_an_event() {
     let mut pipeline = TestPipeline::start().await;
-    let browser = signed_in(&pipeline).await;
     let uid = "u-live";
+    post_line(&pipeline, uid, SAID_BEFORE).await;
+    eventually(20, "the line stored", || async {
+        let sessions = pipeline
+            .admin_get(&format!("/v1/users/{uid}/sessions"))
+            .await;
+        sessions["items"].get(0).cloned()
+    })
+    .await;
+    let browser = signed_in(&pipeline).await;
     browser.click("nav a[href='#/users']").await;
     browser.type_into("#watch-uid", uid).await;
     browser.press(Key::Enter).await;
     browser
         .wait_for_text("#connection", "Watching u-live")
         .await;
+    browser.wait_for_text("#transcript li", SAID_BEFORE).await;
 
     let talking = keep_talking(&pipeline, uid, Duration::from_secs(3));
-    let heard = browser.wait_for(
-        "the meter to move and the listening indicator to light",
-        "document.getElementById('level').value > 50 \
-         && document.getElementById('listening').textContent === 'listening'",
-    );
+    let heard = async {
+        browser
+            .wait_for(
+                "the meter to move and the listening indicator to light",
+                "document.getElementById('level').value > 50 \
+                 && document.getElementById('listening').textContent === 'listening'",
+            )
+            .await;
+        // While the audio still comes: the meter up, the indicator lit, the chart drawing.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        browser.screenshot("user-live").await;
+    };
     tokio::join!(talking, heard);
     browser.wait_for_text("#listening", "not listening").await;
 
@@ -89,16 +123,20 @@ async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without
     let speakers = browser
         .wait_for(
             "both speakers' lines",
-            "[...document.querySelectorAll('#transcript li')].length === 2 \
+            "[...document.querySelectorAll('#transcript li')].length === 3 \
              && [...document.querySelectorAll('#transcript li .speaker')].map((s) => s.className)",
         )
         .await;
     assert_eq!(
         speakers,
-        json!(["speaker speaker-0", "speaker speaker-1"]),
+        json!([
+            "speaker speaker-0",
+            "speaker speaker-0",
+            "speaker speaker-1"
+        ]),
         "speakers are told apart"
     );
-    browser.screenshot("user-live").await;
+    each_line_once(&browser, &[SAID_BEFORE, FIRST_LINE, SECOND_LINE]).await;
 
     let addr = pipeline.stop_worker(0).await;
     browser
@@ -112,19 +150,24 @@ async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without
     browser
         .wait_for_text("#connection", "Watching u-live")
         .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        browser
-            .count_with_text("#transcript li", SAID_WHILE_DOWN)
-            .await,
-        1
-    );
-    assert_eq!(
-        browser.count_with_text("#transcript li", FIRST_LINE).await,
-        1,
-        "no repeats"
-    );
-    assert_eq!(browser.count_with_text("#transcript li", "").await, 3);
+    let every_line = [SAID_BEFORE, FIRST_LINE, SECOND_LINE, SAID_WHILE_DOWN];
+    each_line_once(&browser, &every_line).await;
+
+    // A reload that resumes from before every event: each line comes from the API and again
+    // from the stream, and is shown once.
+    browser
+        .eval(&format!(
+            "sessionStorage.setItem('last-event-id:{uid}', '{BEFORE_EVERY_EVENT}'); location.reload();"
+        ))
+        .await;
+    browser.keep_every_request().await;
+    browser
+        .wait_for_text("#connection", "Watching u-live")
+        .await;
+    browser
+        .wait_for_text("#transcript li", SAID_WHILE_DOWN)
+        .await;
+    each_line_once(&browser, &every_line).await;
 
     pipeline
         .post_omi("/v1/omi/conversation", uid, "omi/conversation_created.json")
@@ -149,6 +192,10 @@ async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without
         )
         .await;
     browser.wait_for_text("#sleep-stats", "88.24").await;
+    let load_error = browser
+        .eval("return document.getElementById('load-error').textContent;")
+        .await;
+    assert_eq!(load_error, "", "every part of the view loaded");
     browser.screenshot("user").await;
 
     browser.phone_sized().await;
@@ -169,6 +216,7 @@ async fn the_live_view_follows_a_user_and_resumes_after_a_worker_restart_without
         .eval_promise("fetch('/v1/auth/session').then((r) => r.status)")
         .await;
     assert_eq!(status, 401, "signed out");
+    browser.requested_only_loopback().await;
     browser.quit().await;
 }
 
@@ -190,6 +238,12 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
         .create_endpoint(json!({"url": receiver.url(), "event_types": ["transcript.segment"]}))
         .await;
     let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+    let disabled_url = format!("{}/disabled", receiver.url());
+    pipeline
+        .create_endpoint(
+            json!({"url": disabled_url, "event_types": ["memory.created"], "enabled": false}),
+        )
+        .await;
     pipeline
         .post_omi(
             "/v1/omi/transcript",
@@ -216,6 +270,7 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
         )
         .await;
     browser.wait_for_text("#endpoint-health", "50.0 %").await;
+    browser.wait_for_text("#endpoints-disabled", "1").await;
     browser.screenshot("overview").await;
 
     // With the keyboard: from the top of the page, Tab to the Endpoints link and press Enter.
@@ -250,6 +305,10 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
         .await;
     browser.wait_for_text("#endpoints", &receiver.url()).await;
     browser.wait_for_text("#endpoints", "50.0 %").await;
+    browser.wait_for_text("#endpoints", "closed").await;
+    browser
+        .wait_for_text("#endpoints", "disabled: created disabled")
+        .await;
     browser.screenshot("endpoints").await;
 
     browser
@@ -322,6 +381,13 @@ async fn the_views_show_the_pipeline_and_retry_and_redrive_from_the_page() {
     }
     browser.eval("location.hash = '#/overview';").await;
     browser.wait_for_text("#endpoint-health", "%").await;
+    browser
+        .wait_for(
+            "a rate from two scrapes",
+            "document.getElementById('events-in').textContent !== '—'",
+        )
+        .await;
     browser.screenshot("phone-overview").await;
+    browser.requested_only_loopback().await;
     browser.quit().await;
 }

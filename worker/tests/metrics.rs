@@ -9,7 +9,7 @@
 
 mod harness;
 
-use harness::{ADMIN_TOKEN, Receiver, TestPipeline};
+use harness::{ADMIN_TOKEN, Receiver, TestPipeline, TestWorker};
 use serde_json::json;
 use shared::testkit::{sample, scrape};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ const EXTERNAL_NAMES: [&str; 1] = ["up"];
 
 /// PromQL's functions, aggregations and keywords the expressions use; any other word outside
 /// label matchers, ranges, strings and grouping lists is a metric name.
-const PROMQL_WORDS: [&str; 14] = [
+const PROMQL_WORDS: [&str; 15] = [
     "sum",
     "min",
     "max",
@@ -35,6 +35,7 @@ const PROMQL_WORDS: [&str; 14] = [
     "increase",
     "delta",
     "histogram_quantile",
+    "avg_over_time",
     "and",
     "or",
     "unless",
@@ -410,6 +411,7 @@ fn every_label_value_has_a_series(ingest: &str, worker: &str) {
         "outbound_circuits_open",
         "stream_clients",
         "stream_clients_dropped_total{reason=\"slow\"}",
+        "worker_db_pool_waiting",
     ] {
         wanted.push((worker, name.to_owned()));
     }
@@ -419,4 +421,30 @@ fn every_label_value_has_a_series(ingest: &str, worker: &str) {
         .map(|(_, series)| series)
         .collect();
     assert!(missing.is_empty(), "no series from start: {missing:?}");
+}
+
+/// `worker_db_pool_waiting` counts a task while it waits for a pooled connection: the test
+/// holds the only connection of a pool of one, a transaction begun through `checkout` waits
+/// for it, and the worker's scrape shows the waiter (this binary's processes share one
+/// recorder); once the connection is back the transaction begins and the waiter is gone.
+#[tokio::test]
+async fn a_task_waiting_for_a_pool_connection_is_counted() {
+    let worker = TestWorker::start().await;
+    let options = worker::db::connect_options(&worker.database.url, None).unwrap();
+    let pool = worker::db::pool(options, 1);
+    let held = pool.acquire().await.expect("the pool's one connection");
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { worker::checkout::begin(&pool).await.map(drop) }
+    });
+    shared::testkit::eventually(10, "a waiter in the scrape", || async {
+        let waiting = worker.metric("worker_db_pool_waiting").await?;
+        (waiting >= 1.0).then_some(())
+    })
+    .await;
+    drop(held);
+    waiter
+        .await
+        .unwrap()
+        .expect("the transaction begins once the connection is back");
 }

@@ -86,3 +86,43 @@ export function total(samples, name, labels = {}) {
   if (matching.length === 0) return null;
   return matching.reduce((sum, sample) => sum + sample.value, 0);
 }
+
+/**
+ * Where `GET /v1/stream` with `params` starts now: the position of its first frame (the `id:`
+ * a stream opened without one sends before anything else). An `EventSource` does not hand that
+ * frame to the page, so it is read here with `fetch`, and the request is ended right after.
+ * Every event at or before it was committed before it was answered, so anything read from the
+ * API after this resolves has those events, and a stream resumed from it has every later one.
+ */
+export async function streamStart(params) {
+  const abort = new AbortController();
+  const response = await fetch(withQuery("/v1/stream", params), {
+    credentials: "same-origin",
+    signal: abort.signal,
+  });
+  if (response.status === 401) window.dispatchEvent(new Event("signed-out"));
+  if (!response.ok) throw new ApiError(response.status, null);
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("the stream ended before it said where it starts");
+      text += value;
+      const position = firstId(text);
+      if (position) return position;
+    }
+  } finally {
+    abort.abort();
+  }
+}
+
+/** The `id:` of the first complete frame of SSE `text` that has one (comments skipped). */
+function firstId(text) {
+  const frames = text.replaceAll("\r\n", "\n").split("\n\n");
+  for (const frame of frames.slice(0, -1)) {
+    const line = frame.split("\n").find((field) => field.startsWith("id:"));
+    if (line) return line.slice(3).trim();
+  }
+  return null;
+}

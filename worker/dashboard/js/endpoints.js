@@ -35,7 +35,7 @@ function state(endpoint) {
 }
 
 /** The circuit breaker's state where the API reports one (a string or `{state}`). */
-function circuit(endpoint, stats) {
+export function circuit(endpoint, stats) {
   const reported = endpoint.circuit ?? (stats && stats.circuit);
   if (reported === undefined || reported === null) return "—";
   return typeof reported === "string" ? reported : reported.state || JSON.stringify(reported);

@@ -4,7 +4,7 @@
 // each endpoint's stats, dead letters not yet redriven).
 
 import { get, metrics, total } from "./api.js";
-import { endpointHealth } from "./endpoints.js";
+import { circuit, endpointHealth } from "./endpoints.js";
 import { every, h, heading, number, percent, statusLine, table } from "./dom.js";
 
 const REFRESH_MS = 3000;
@@ -72,6 +72,7 @@ function healthTable(endpoints) {
     [
       ["Endpoint", ({ endpoint }) => h("a", { href: `#/endpoints/${endpoint.id}`, text: endpoint.url })],
       ["State", ({ endpoint }) => (endpoint.enabled ? "enabled" : "disabled")],
+      ["Circuit", ({ endpoint, stats }) => circuit(endpoint, stats)],
       ["Success", ({ stats }) => percent(stats && stats.success_ratio)],
       ["Failed", ({ stats }) => number(stats && stats.failed)],
     ],

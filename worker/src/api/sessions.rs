@@ -73,7 +73,7 @@ async fn of_user(
 }
 
 async fn load(context: &WorkerContext, id: Uuid) -> Result<Transcript, ApiError> {
-    let mut connection = context.pool.acquire().await?;
+    let mut connection = crate::checkout::connection(&context.pool).await?;
     sessions::load(&mut connection, id)
         .await?
         .ok_or(ApiError::NotFound("session"))

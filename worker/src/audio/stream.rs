@@ -58,7 +58,7 @@ pub async fn fold_due(pool: &PgPool, settings: &AudioSettings) -> Result<usize, 
     .await?;
     let mut folded = 0;
     for uid in uids {
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::checkout::begin(pool).await?;
         sqlx::query("INSERT INTO audio_streams (uid) VALUES ($1) ON CONFLICT DO NOTHING")
             .bind(&uid)
             .execute(&mut *tx)
@@ -75,7 +75,7 @@ pub async fn fold_due(pool: &PgPool, settings: &AudioSettings) -> Result<usize, 
 /// Stops the streams idle for `LISTENING_IDLE_MS`: flushes the partial window, sends the last
 /// levels and `listening.status` stopped.
 pub async fn stop_idle(pool: &PgPool, settings: &AudioSettings) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::checkout::begin(pool).await?;
     let idle: Vec<Stream> = sqlx::query_as(
         "SELECT * FROM audio_streams
          WHERE listening AND last_chunk_at < now() - make_interval(secs => $1)

@@ -79,7 +79,7 @@ pub async fn handle_all(
     pool: &PgPool,
     envelopes: &[Envelope],
 ) -> Result<Vec<Outcome>, HandlerError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::checkout::begin(pool).await?;
     let (claimed, erased) = claim(&mut tx, envelopes).await?;
     let mut transcripts = Vec::new();
     for envelope in envelopes.iter().filter(|e| claimed.contains(&e.event_id)) {

@@ -122,7 +122,7 @@ async fn pass(context: &WorkerContext, stopping: &watch::Receiver<bool>) -> anyh
     }
     // Out of the pool: closing it after (or dropping it, if this is cut short) ends the
     // session, and the lock with it; a pooled connection would keep the lock.
-    let mut connection = context.pool.acquire().await?.detach();
+    let mut connection = crate::checkout::connection(&context.pool).await?.detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(LOCK)
         .fetch_one(&mut connection)

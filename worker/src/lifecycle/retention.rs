@@ -108,7 +108,7 @@ pub async fn pass(
     place: &mut Place,
     stopping: watch::Receiver<bool>,
 ) -> Result<Option<Deleted>, sqlx::Error> {
-    let mut connection = pool.acquire().await?;
+    let mut connection = crate::checkout::connection(pool).await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
         .bind(locks::RETENTION)
         .fetch_one(&mut *connection)

@@ -166,8 +166,9 @@ where
 
 /// Claims what `request` asks for; see [`CLAIM`].
 pub async fn claim(pool: &PgPool, request: &Request<'_>) -> Result<Vec<Claimed>, sqlx::Error> {
+    let mut connection = crate::checkout::connection(pool).await?;
     sqlx::query_as_with(CLAIM, arguments(request))
-        .fetch_all(pool)
+        .fetch_all(&mut *connection)
         .await
 }
 

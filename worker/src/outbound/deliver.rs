@@ -190,9 +190,10 @@ async fn record(
         .iter()
         .find(|outcome| matches!(outcome.decision, Decision::Failed { disable: true }));
     let recorded = if gone.is_none() && unsent.is_empty() {
-        record_attempts(pool, outcomes).await?
+        let mut connection = crate::checkout::connection(pool).await?;
+        record_attempts(&mut *connection, outcomes).await?
     } else {
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::checkout::begin(pool).await?;
         let recorded = record_attempts(&mut *tx, outcomes).await?;
         if let Some(gone) = gone.filter(|gone| recorded.contains(&gone.claimed.id)) {
             let reason = "the receiver answered 410 Gone";

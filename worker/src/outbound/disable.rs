@@ -66,7 +66,7 @@ pub async fn sweep(pool: &PgPool, after: Option<Duration>) -> Result<usize, sqlx
     if !any {
         return Ok(0);
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::checkout::begin(pool).await?;
     let disabled: Vec<Disabled> = sqlx::query_as(concat!(
         "UPDATE endpoints SET enabled = false, disabled_reason = $2, updated_at = now()
          WHERE ",

@@ -42,7 +42,7 @@ pub async fn send_test(
 
 /// A dispatched `test` outbox row and its one delivery, already leased to this request.
 async fn insert_test(pool: &PgPool, endpoint: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = crate::checkout::begin(pool).await?;
     let exists: Option<i32> = sqlx::query_scalar("SELECT timeout_ms FROM endpoints WHERE id = $1")
         .bind(endpoint)
         .fetch_optional(&mut *tx)

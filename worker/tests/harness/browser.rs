@@ -32,6 +32,9 @@ const FLAGS: &[&str] = &[
 /// A phone's screen, in CSS pixels.
 const PHONE: (u32, u32) = (390, 844);
 
+/// The tallest a screenshot of a whole page gets, in CSS pixels.
+const SCREENSHOT_MAX_HEIGHT: i64 = 2400;
+
 /// How long a wait for the page lasts before the test fails.
 pub const PAGE_WAIT_S: u64 = 20;
 
@@ -174,12 +177,51 @@ impl Browser {
         self.eval(script).await == Value::Bool(true)
     }
 
-    /// Saves what the window shows as `target/screenshots/<name>.png`.
+    /// Saves the whole page as `target/screenshots/<name>.png`: the window is made as tall as
+    /// the page (up to [`SCREENSHOT_MAX_HEIGHT`]) for the picture, then given its size back.
     pub async fn screenshot(&self, name: &str) {
         let folder = screenshots_folder();
         std::fs::create_dir_all(&folder).expect("the screenshots folder");
         let path = folder.join(format!("{name}.png"));
+        let window = self
+            .driver()
+            .get_window_rect()
+            .await
+            .expect("the window's size");
+        let page = self
+            .eval("return document.documentElement.scrollHeight + (window.outerHeight - window.innerHeight);")
+            .await
+            .as_i64()
+            .expect("the page's height");
+        let tall = page.clamp(window.height, SCREENSHOT_MAX_HEIGHT);
+        self.resize(window.width as u32, tall as u32).await;
         self.driver().screenshot(&path).await.expect("a screenshot");
+        self.resize(window.width as u32, window.height as u32).await;
+    }
+
+    /// Makes the browser keep a timing entry of every request the page makes from now on (it
+    /// keeps 250 by default), for [`Browser::requested_only_loopback`].
+    pub async fn keep_every_request(&self) {
+        self.eval("performance.setResourceTimingBufferSize(100000); return null;")
+            .await;
+    }
+
+    /// Fails unless the page, and every request it made since it loaded (the browser's
+    /// resource timing entries), went to a loopback address: nothing from a CDN or elsewhere.
+    pub async fn requested_only_loopback(&self) {
+        let script = "return [location.href, \
+                      ...performance.getEntriesByType('resource').map((entry) => entry.name)] \
+                      .map((url) => new URL(url).hostname);";
+        let hosts = self.eval(script).await;
+        let hosts = hosts.as_array().expect("host names");
+        assert!(hosts.len() > 1, "the page made requests: {hosts:?}");
+        for host in hosts {
+            let host = host.as_str().unwrap_or("?");
+            let loopback = host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|address| address.is_loopback());
+            assert!(loopback, "a request to {host}, not loopback: {hosts:?}");
+        }
     }
 
     /// Ends the session and the browser.
