@@ -181,3 +181,66 @@ async fn a_dead_lettered_event_says_why() {
         "{dead}"
     );
 }
+
+/// Two workers store one event's two deliveries at once: the original's transaction has
+/// claimed the dedup key but not committed when the duplicate's claim runs, which waits on it.
+/// The duplicate must still be recorded (and named by the lookup), not lost because the row
+/// it duplicates committed after the claim's snapshot was taken.
+#[tokio::test]
+async fn a_duplicate_racing_its_original_in_another_worker_is_recorded() {
+    use shared::EventKind;
+    let mut worker = harness::TestWorker::start().await;
+    // Stopped, so that only the two transactions below wait on locks.
+    worker.stop().await;
+    let batch = fixture("omi/thalamus_batch.json");
+    let original = harness::envelope(EventKind::OmiTranscript, "u1", "racing", batch.clone());
+    let duplicate = harness::envelope(EventKind::OmiTranscript, "u1", "racing", batch);
+
+    // Holds the original's transaction open after its claim: its handler waits to write the
+    // outbox, which this transaction has locked.
+    let mut blocker = worker.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE outbox IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let store = |envelope: shared::Envelope| {
+        let pool = worker.pool.clone();
+        tokio::spawn(async move { worker::handlers::handle_all(&pool, &[envelope]).await })
+    };
+    let first = store(original.clone());
+    waiting_on(&worker.pool, "relation").await;
+    let second = store(duplicate.clone());
+    // The duplicate's claim waits for the original's transaction to end.
+    waiting_on(&worker.pool, "transactionid").await;
+    blocker.commit().await.unwrap();
+
+    use worker::handlers::Outcome;
+    assert_eq!(first.await.unwrap().unwrap(), vec![Outcome::Stored]);
+    assert_eq!(second.await.unwrap().unwrap(), vec![Outcome::Duplicate]);
+    worker.restart().await;
+    let fate = worker
+        .get_json(&format!("/v1/events/{}", duplicate.event_id))
+        .await;
+    assert_eq!(fate["status"], "duplicate", "{fate}");
+    assert_eq!(fate["duplicate_of"], original.event_id.to_string());
+}
+
+/// Until a session of the test's database waits on a lock of kind `wait_event`.
+async fn waiting_on(pool: &sqlx::PgPool, wait_event: &str) {
+    eventually(
+        20,
+        &format!("a session waiting on a {wait_event} lock"),
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock' AND wait_event = $1",
+            )
+            .bind(wait_event)
+            .fetch_one(pool)
+            .await
+            .ok()?;
+            (waiting > 0).then_some(())
+        },
+    )
+    .await
+}

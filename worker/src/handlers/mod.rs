@@ -6,9 +6,10 @@
 //! claimed event's handler (transcript batches all at once, with one statement per table) and
 //! commits once. The consumer acknowledges the messages only after this returns.
 //!
-//! The same statement records each duplicate (an event whose dedup key is stored under another
-//! event id) in `inbound_duplicates`, naming the event it duplicates, so `GET /v1/events/{id}`
-//! can answer for it; a batch without duplicates writes nothing there.
+//! A second statement, run only when the claim skipped some events, records each duplicate (an
+//! event whose dedup key is stored under another event id, perhaps by another worker that
+//! committed while the claim waited) in `inbound_duplicates`, naming the event it duplicates,
+//! so `GET /v1/events/{id}` can answer for it; a batch without duplicates writes nothing there.
 //!
 //! It also remembers erasures: an event whose uid was erased after ingest received
 //! it (an `erasures` row with a later `requested_at`, found with one index lookup for the
@@ -112,20 +113,16 @@ pub async fn handle_all(
 
 /// Inserts the events' rows with one statement and returns the ids of those it inserted, and
 /// of those it dropped because their uid was erased after they were received: an event whose
-/// id or dedup key is already stored (or comes earlier in `envelopes`) is in neither. Rows go
-/// in dedup-key order, so concurrent transactions take the keys' locks in one order.
+/// id or dedup key is already stored (or comes earlier in `envelopes`) is in neither, and is
+/// recorded as a duplicate ([`record_duplicates`]). Rows go in dedup-key order, so concurrent
+/// transactions take the keys' locks in one order.
 async fn claim(
     tx: &mut Transaction<'_, Postgres>,
     envelopes: &[Envelope],
 ) -> Result<(HashSet<Uuid>, HashSet<Uuid>), sqlx::Error> {
     let mut order: Vec<&Envelope> = envelopes.iter().collect();
     order.sort_by_key(|e| (e.source().as_str(), e.uid.as_str(), e.dedup_key.as_str()));
-    let ids: Vec<Uuid> = order.iter().map(|e| e.event_id).collect();
-    let sources: Vec<&str> = order.iter().map(|e| e.source().as_str()).collect();
-    let kinds: Vec<&str> = order.iter().map(|e| e.kind.as_str()).collect();
-    let uids: Vec<&str> = order.iter().map(|e| e.uid.as_str()).collect();
-    let dedup_keys: Vec<&str> = order.iter().map(|e| e.dedup_key.as_str()).collect();
-    let received: Vec<_> = order.iter().map(|e| e.received_at).collect();
+    let columns = Columns::of(&order);
     let decided: Vec<(Uuid, bool)> = sqlx::query_as(
         "WITH incoming AS (
              SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[])
@@ -141,37 +138,85 @@ async fn claim(
              WHERE event_id NOT IN (SELECT event_id FROM erased)
              ORDER BY n
              ON CONFLICT DO NOTHING
-             RETURNING event_id, source, uid, dedup_key
-         ), unclaimed AS (
-             SELECT * FROM incoming
-             WHERE event_id NOT IN (SELECT event_id FROM claimed)
-               AND event_id NOT IN (SELECT event_id FROM erased)
-         ), duplicates AS (
-             INSERT INTO inbound_duplicates (event_id, original_id, received_at)
-             SELECT DISTINCT ON (u.event_id) u.event_id, o.event_id, u.received_at
-             FROM unclaimed u JOIN (
-                 SELECT event_id, source, uid, dedup_key FROM claimed
-                 UNION ALL
-                 SELECT e.event_id, e.source, e.uid, e.dedup_key FROM inbound_events e
-                 JOIN unclaimed x USING (source, uid, dedup_key)
-             ) o USING (source, uid, dedup_key)
-             WHERE o.event_id <> u.event_id
-             ORDER BY u.event_id
-             ON CONFLICT DO NOTHING
+             RETURNING event_id
          )
          SELECT event_id, true FROM claimed UNION ALL SELECT event_id, false FROM erased",
     )
-    .bind(&ids)
-    .bind(&sources)
-    .bind(&kinds)
-    .bind(&uids)
-    .bind(&dedup_keys)
-    .bind(&received)
+    .bind(&columns.ids)
+    .bind(&columns.sources)
+    .bind(&columns.kinds)
+    .bind(&columns.uids)
+    .bind(&columns.dedup_keys)
+    .bind(&columns.received)
     .fetch_all(&mut **tx)
     .await?;
     let (claimed, erased): (Vec<_>, Vec<_>) = decided.into_iter().partition(|(_, stored)| *stored);
     let ids = |rows: Vec<(Uuid, bool)>| rows.into_iter().map(|(id, _)| id).collect();
-    Ok((ids(claimed), ids(erased)))
+    let (claimed, erased): (HashSet<Uuid>, HashSet<Uuid>) = (ids(claimed), ids(erased));
+    let duplicates: Vec<&Envelope> = order
+        .into_iter()
+        .filter(|e| !claimed.contains(&e.event_id) && !erased.contains(&e.event_id))
+        .collect();
+    if !duplicates.is_empty() {
+        record_duplicates(tx, &Columns::of(&duplicates)).await?;
+    }
+    Ok((claimed, erased))
+}
+
+/// Records each of `duplicates` (events the claim did not store) in `inbound_duplicates`,
+/// naming the stored event whose dedup key it repeats; a redelivery of a stored event (the
+/// same event id) or of a recorded duplicate adds nothing.
+///
+/// This is a statement of its own, after the claim, because of concurrency: when another
+/// worker's transaction had claimed the key but not committed, the claim waited for it to
+/// commit and then skipped the row, but every part of that statement reads the snapshot taken
+/// when it began, in which the other worker's row does not exist yet. A new statement (read
+/// committed) sees it. A batch without duplicates never runs this.
+async fn record_duplicates(
+    tx: &mut Transaction<'_, Postgres>,
+    duplicates: &Columns<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO inbound_duplicates (event_id, original_id, received_at)
+         SELECT DISTINCT ON (u.event_id) u.event_id, e.event_id, u.received_at
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+             AS u (event_id, source, uid, dedup_key, received_at)
+         JOIN inbound_events e USING (source, uid, dedup_key)
+         WHERE e.event_id <> u.event_id
+         ORDER BY u.event_id
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&duplicates.ids)
+    .bind(&duplicates.sources)
+    .bind(&duplicates.uids)
+    .bind(&duplicates.dedup_keys)
+    .bind(&duplicates.received)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// Envelopes as the columns of `inbound_events`, one array each, for `UNNEST`.
+struct Columns<'a> {
+    ids: Vec<Uuid>,
+    sources: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    uids: Vec<&'a str>,
+    dedup_keys: Vec<&'a str>,
+    received: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(envelopes: &[&'a Envelope]) -> Self {
+        Columns {
+            ids: envelopes.iter().map(|e| e.event_id).collect(),
+            sources: envelopes.iter().map(|e| e.source().as_str()).collect(),
+            kinds: envelopes.iter().map(|e| e.kind.as_str()).collect(),
+            uids: envelopes.iter().map(|e| e.uid.as_str()).collect(),
+            dedup_keys: envelopes.iter().map(|e| e.dedup_key.as_str()).collect(),
+            received: envelopes.iter().map(|e| e.received_at).collect(),
+        }
+    }
 }
 
 /// Emits `event_type` for the envelope's uid, with the uid added to `data`, only when the
