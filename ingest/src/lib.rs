@@ -13,11 +13,13 @@
 //! - [`head_timeout`]: a connection's request-head timeout, answered with 408.
 //! - [`guards`]: bounds on concurrent requests and on their bodies' time and bytes (408, 503).
 //! - [`error`]: every failure and its HTTP answer.
+//! - [`openapi`]: the frame of the OpenAPI document the routes' operations make up.
 //! - [`settings`]: configuration from the environment.
 
 pub mod error;
 pub mod guards;
 pub mod head_timeout;
+pub mod openapi;
 pub mod publisher;
 pub mod rate_limit;
 pub mod request_id;

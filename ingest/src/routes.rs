@@ -1,4 +1,6 @@
-//! The route table of ingest, in one place, and the state every handler shares.
+//! The route table of ingest, in one place, and the state every handler shares. Each route is
+//! registered with the OpenAPI operation its handler declares (`routes!`), so `GET
+//! /openapi.json` ([`openapi`]) documents exactly what is served.
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -10,11 +12,15 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use shared::http::{INGEST_OPENAPI, error_response, healthz, metrics, openapi_response};
+use shared::http::{ErrorBody, error_response};
+use shared::openapi::Served;
 use tracing::Instrument;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::guards::{self, BodyBudget, Guards, RequestLimit};
+use crate::openapi;
 use crate::publisher::Publisher;
 use crate::rate_limit::RateLimiter;
 use crate::request_id;
@@ -79,10 +85,7 @@ impl AppState {
 /// The route table. The provider routes are guarded against too many and too slow requests
 /// ([`crate::guards`]); health, metrics and OpenAPI are not, so they answer under any load.
 pub fn router(state: AppState, settings: &IngestSettings) -> Router {
-    let providers = Router::new()
-        .merge(sources::omi::routes())
-        .merge(sources::asleep::routes())
-        .merge(sources::reflector::routes())
+    let (providers, _) = provider_routes()
         .layer(middleware::from_fn_with_state(
             Guards {
                 limit: RequestLimit::new(settings.max_concurrent_requests),
@@ -91,16 +94,10 @@ pub fn router(state: AppState, settings: &IngestSettings) -> Router {
                 largest_body: settings.largest_body_limit(),
             },
             guards::guard,
-        ));
-    Router::new()
-        .route("/ping", get(|| async { "pong" }))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route(
-            "/openapi.json",
-            get(|| async { openapi_response(INGEST_OPENAPI) }),
-        )
+        ))
+        .split_for_parts();
+    let (service, _) = service_routes().split_for_parts();
+    service
         .merge(providers)
         .fallback(|| async { error_response(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .layer(middleware::from_fn_with_state(
@@ -110,7 +107,53 @@ pub fn router(state: AppState, settings: &IngestSettings) -> Router {
         .with_state(state)
 }
 
+/// Ingest's OpenAPI 3.1 document, generated from the route table.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::finish(service_routes().merge(provider_routes()).into_openapi())
+}
+
+/// The provider routes, each with its operation.
+fn provider_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(sources::omi::routes())
+        .merge(sources::asleep::routes())
+        .merge(sources::reflector::routes())
+}
+
+/// Health, metrics and this document, each with its operation.
+fn service_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::Frame::openapi())
+        .routes(routes!(ping))
+        .routes(routes!(shared::http::healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(shared::http::metrics))
+        .routes(routes!(openapi_json))
+}
+
+static DOCUMENT: Served = Served::new(openapi);
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "Ingest's OpenAPI 3.1 document, generated from the \
+        route table", body = serde_json::Value)))]
+async fn openapi_json() -> Response {
+    DOCUMENT.response()
+}
+
+/// `GET /ping`: anyone may ask.
+#[utoipa::path(get, path = "/ping", tag = "operations",
+    responses((status = 200, description = "`pong`", body = String, content_type = "text/plain",
+        example = "pong")))]
+async fn ping() -> &'static str {
+    "pong"
+}
+
 /// `GET /readyz`: 200 only while the broker connection is up and shutdown has not begun.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+        (status = 503, description = "Stopping, or not connected to the broker",
+            body = ErrorBody)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.is_stopping() {
         error_response(

@@ -195,31 +195,3 @@ async fn ping_and_health_answer_without_credentials() {
         }
     }
 }
-
-#[tokio::test]
-async fn every_route_in_the_openapi_document_is_served() {
-    let ingest = TestIngest::start().await;
-    let document = ingest
-        .client
-        .get(ingest.service.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(document.status(), 200);
-    let routes = shared::http::documented_routes(&document.text().await.unwrap(), "x");
-    assert!(routes.len() >= 13, "{routes:?}");
-    for (method, path) in routes {
-        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let response = ingest
-            .client
-            .request(method.clone(), ingest.service.url(&path))
-            .send()
-            .await
-            .unwrap();
-        assert_ne!(
-            response.status(),
-            404,
-            "{method} {path} is documented but not served"
-        );
-    }
-}

@@ -9,10 +9,14 @@ use tokio::net::{TcpListener, TcpSocket};
 
 /// The error body of every 4xx and 5xx answer: `{"error": "<code>", "message": "<what>"}`,
 /// plus `"field"` when one parameter or body field is at fault.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "bad_request", "message": "limit: \"0\" is not a number from 1 to 1000", "field": "limit"}))]
 pub struct ErrorBody {
+    /// A stable, machine-readable code: `bad_request`, `unauthorized`, `not_found`, ...
     pub error: &'static str,
+    /// What is wrong, for people; names the field at fault when there is one.
     pub message: String,
+    /// The query or path parameter, or the body field (`event_types[0]`), at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
 }
@@ -79,11 +83,17 @@ pub fn listen(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener
 const LISTEN_BACKLOG: u32 = 1024;
 
 /// `GET /healthz`: the process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process is up", body = String,
+        content_type = "text/plain", example = "ok")))]
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 /// `GET /metrics`: Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Every metric, in Prometheus text format 0.0.4",
+        body = String, content_type = "text/plain")))]
 pub async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -112,34 +122,6 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("stop signal received, draining");
-}
-
-/// `GET /openapi.json`: a process's OpenAPI document, served as written.
-pub fn openapi_response(document: &'static str) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], document)
-}
-
-/// The OpenAPI document of ingest's routes.
-pub const INGEST_OPENAPI: &str = include_str!("../openapi/ingest.json");
-/// The OpenAPI document of the worker's routes.
-pub const WORKER_OPENAPI: &str = include_str!("../openapi/worker.json");
-
-/// Every (method, path) an OpenAPI document lists, path parameters filled with `fill`; tests
-/// use it to hold each process's routes and its document to each other.
-pub fn documented_routes(document: &str, fill: &str) -> Vec<(String, String)> {
-    let document: serde_json::Value = serde_json::from_str(document).expect("OpenAPI JSON");
-    let mut routes = Vec::new();
-    for (path, operations) in document["paths"].as_object().expect("paths") {
-        let filled: String = path
-            .split('/')
-            .map(|part| if part.starts_with('{') { fill } else { part })
-            .collect::<Vec<_>>()
-            .join("/");
-        for method in operations.as_object().expect("operations").keys() {
-            routes.push((method.to_uppercase(), filled.clone()));
-        }
-    }
-    routes
 }
 
 #[cfg(test)]

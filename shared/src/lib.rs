@@ -12,6 +12,8 @@
 //! - [`telemetry`]: tracing logs and the Prometheus recorder.
 //! - [`signature`]: Standard Webhooks and Reflector signatures, signing and verifying.
 //! - [`http`]: the small pieces both HTTP servers share (health, metrics, JSON errors, shutdown).
+//! - [`openapi`]: what both OpenAPI documents share, and (feature `testkit`) the checks the
+//!   tests hold them and real answers to.
 //! - `testkit` (feature `testkit`): per-test databases and queue prefixes, and a TCP proxy for
 //!   fault injection, used by the crates' integration tests.
 
@@ -19,6 +21,7 @@ pub mod broker;
 pub mod config;
 pub mod envelope;
 pub mod http;
+pub mod openapi;
 pub mod payload;
 pub mod signature;
 pub mod telemetry;

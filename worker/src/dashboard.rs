@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
 use shared::http::error_response;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::WorkerContext;
 
@@ -54,17 +54,33 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                       connect-src 'self'; img-src 'self'; form-action 'self'; \
                       frame-ancestors 'none'; base-uri 'none'";
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/dashboard", get(|| async { asset(HTML, INDEX) }))
-        .route(
-            "/dashboard/",
-            get(|| async { Redirect::permanent("/dashboard") }),
-        )
-        .route("/dashboard/{*path}", get(file))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(index))
+        .routes(routes!(slash))
+        .routes(routes!(file))
 }
 
-/// `GET /dashboard/<path>`: one of [`ASSETS`], or 404.
+/// The dashboard's page; it signs in itself.
+#[utoipa::path(get, path = "/dashboard", tag = "dashboard", security(()),
+    responses((status = 200, description = "The page", body = String, content_type = "text/html")))]
+async fn index() -> Response {
+    asset(HTML, INDEX)
+}
+
+/// `/dashboard/` is the page too.
+#[utoipa::path(get, path = "/dashboard/", tag = "dashboard", security(()),
+    responses((status = 308, description = "To `/dashboard`")))]
+async fn slash() -> Redirect {
+    Redirect::permanent("/dashboard")
+}
+
+/// One of the page's files (scripts and style).
+#[utoipa::path(get, path = "/dashboard/{*path}", tag = "dashboard", security(()),
+    params(("path" = String, Path, description = "The file, such as `js/main.js`")),
+    responses(
+        (status = 200, description = "The file", body = String, content_type = "text/javascript"),
+        (status = 404, description = "No such file", body = shared::http::ErrorBody)))]
 async fn file(Path(path): Path<String>) -> Response {
     match ASSETS.iter().find(|(name, _, _)| *name == path) {
         Some((_, content_type, body)) => asset(content_type, body),

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::outbound::outbox::{EventType, emit, emit_caused};
 
 /// A session in Reflector's `transcript.completed` shape.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Transcript {
     pub id: Uuid,
     pub uid: String,
@@ -28,14 +28,14 @@ pub struct Transcript {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Participant {
     pub id: String,
     pub name: String,
     pub speaker: Option<i64>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SegmentRow {
     pub text: String,
     pub start: f64,

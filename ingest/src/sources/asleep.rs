@@ -5,28 +5,39 @@
 //! `x-user-id`. Its docs nest the fields under `data`, other material shows them flat: both are
 //! read into one flat [`AsleepEvent`].
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::response::Response;
-use axum::routing::post;
 use serde_json::{Map, Value};
 use shared::EventKind;
 use shared::payload::asleep::{AsleepEvent, AsleepEventName};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{
     Headers, Inbound, accept, check_columns, check_id, check_uid, from_value, header, parse_json,
     read_body,
 };
 use crate::error::IngestError;
+use crate::openapi::examples;
 use crate::routes::AppState;
+use crate::sources::{DedupKey, Queued};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/asleep", post(asleep))
-        .route("/asleep-webhook", post(asleep))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(asleep))
+        .routes(routes!(asleep_alias))
 }
+
+/// The headers of the Asleep routes besides the key.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("x-user-id"), parameter_in = Header)]
+#[allow(dead_code)]
+struct UserHeader(
+    /// The user (at most 256 bytes); required.
+    String,
+);
 
 /// An authenticated (and rate-limited) Asleep caller and the user from `x-user-id`.
 pub struct AsleepCaller {
@@ -51,7 +62,13 @@ impl FromRequestParts<AppState> for AsleepCaller {
     }
 }
 
-/// `POST /v1/asleep` and `POST /asleep-webhook`
+/// `POST /v1/asleep`: `INFERENCE_COMPLETE` or `SESSION_COMPLETE`, its fields nested under
+/// `data` or flat.
+#[utoipa::path(post, path = "/v1/asleep", tag = "asleep", security(("asleep_api_key" = [])),
+    params(UserHeader, DedupKey),
+    request_body(content = AsleepEvent, description = "Flat as shown, or the same fields \
+        nested under `data`", example = examples::asleep_inference),
+    responses((status = 202, description = "Queued", body = Queued)))]
 async fn asleep(
     State(state): State<AppState>,
     caller: AsleepCaller,
@@ -61,6 +78,20 @@ async fn asleep(
     let raw = read_body(body, state.json_body_limit).await?;
     let inbound = asleep_inbound(caller.uid, &raw)?;
     accept(&state, &headers, &raw, inbound).await
+}
+
+/// `POST /asleep-webhook`: the same as `POST /v1/asleep`.
+#[utoipa::path(post, path = "/asleep-webhook", tag = "asleep",
+    security(("asleep_api_key" = [])), params(UserHeader, DedupKey),
+    request_body(content = AsleepEvent, example = examples::asleep_inference),
+    responses((status = 202, description = "Queued", body = Queued)))]
+async fn asleep_alias(
+    state: State<AppState>,
+    caller: AsleepCaller,
+    headers: Headers,
+    body: Body,
+) -> Result<Response, IngestError> {
+    asleep(state, caller, headers, body).await
 }
 
 /// The event an Asleep body about user `uid` is published as.

@@ -367,11 +367,23 @@ pub async fn accept(
 }
 
 /// The 202 body: `{"status": "queued", "event_id": ...}`.
-#[derive(serde::Serialize)]
-struct Queued {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Queued {
+    /// `queued`.
     status: &'static str,
+    /// The event's id: what `GET /v1/events/{event_id}` on the worker looks up.
     event_id: Uuid,
 }
+
+/// The `Idempotency-Key` header every provider route reads first for the dedup key.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+#[allow(dead_code)]
+pub struct DedupKey(
+    /// The sender's id of this delivery (at most 255 bytes): a retry with the same one is
+    /// acknowledged and stored once.
+    Option<String>,
+);
 
 #[cfg(test)]
 mod tests {

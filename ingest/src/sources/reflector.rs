@@ -5,15 +5,15 @@
 //! (Reflector enforces none) before reading the body, then checks the body against every
 //! secret in `REFLECTOR_SECRETS` before it is parsed.
 
-use axum::Router;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::post;
 use bytes::Bytes;
 use shared::EventKind;
 use shared::payload::reflector::ReflectorEvent;
 use shared::signature::{ReflectorSignature, SignatureError};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{Inbound, accept, check_columns, check_id, header, parse_json, read_body};
 use crate::error::IngestError;
@@ -24,8 +24,8 @@ const COMPLETED: &str = "transcript.completed";
 /// The uid of a transcript that names no room.
 const NO_ROOM: &str = "reflector";
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/reflector", post(reflector))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(reflector))
 }
 
 /// The raw body of a request whose Reflector signature checked out.
@@ -65,7 +65,12 @@ fn unauthorized(error: SignatureError) -> IngestError {
     })
 }
 
-/// `POST /v1/reflector`: deduplicated on `transcript.id` (its `event_id` changes on retries).
+/// `POST /v1/reflector`: Reflector's `transcript.completed`, deduplicated on `transcript.id`
+/// (its `event_id` changes on retries).
+#[utoipa::path(post, path = "/v1/reflector", tag = "reflector",
+    security(("reflector_signature" = [])), params(super::DedupKey),
+    request_body(content = ReflectorEvent, example = crate::openapi::examples::reflector_transcript),
+    responses((status = 202, description = "Queued", body = super::Queued)))]
 async fn reflector(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::fields::{self, FieldReader};
 
 /// The Asleep events we accept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AsleepEventName {
     /// A partial analysis, every 5 to 40 minutes of a session; carries `seq_num`.
@@ -32,7 +32,7 @@ impl AsleepEventName {
 }
 
 /// One Asleep event, flattened. Fields not named here are kept in `extra`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AsleepEvent {
     pub event: AsleepEventName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,6 +54,7 @@ pub struct AsleepEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<Map<String, Value>>,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::fields::{self, FieldReader};
 
 /// A batch of real-time transcript segments, whichever of Omi's shapes it arrived in.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TranscriptBatch {
     /// The sender's session id: the uid for Omi's real-time transcripts, a conversation id for
     /// the Thalamus batch.
@@ -27,7 +27,7 @@ pub struct TranscriptBatch {
 ///
 /// Deserialized by hand (below) rather than with `#[serde(flatten)]`, which buffers every segment
 /// into an intermediate tree first and made parsing a transcript batch ingest's largest cost.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Segment {
     /// Omi's segment id, when it sends one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -45,7 +45,9 @@ pub struct Segment {
     /// Seconds from the start of the recording.
     pub start: f64,
     pub end: f64,
+    /// Any other field, kept as sent.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
@@ -153,10 +155,12 @@ impl Segment {
 
 /// A conversation ("memory") as Omi posts it when one is created, kept whole: only `id` is
 /// required; every other field travels in `fields` exactly as sent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
+    /// Every other field, kept as sent.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub fields: Map<String, Value>,
 }
 
@@ -186,7 +190,7 @@ impl Conversation {
 
 /// Omi's day summary. `summary` is a Python repr string that JSON parsers cannot read, so it is
 /// kept as text; `summary_json` holds the same data as JSON and is the one to use.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DaySummary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
@@ -199,13 +203,15 @@ pub struct DaySummary {
         skip_serializing_if = "Option::is_none"
     )]
     pub created_at: Option<DateTime<Utc>>,
+    /// Any other field, kept as sent.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
 /// A memory lifecycle event from the Omi webhook-server envelope (`memory_created`,
 /// `memory_processing_started`, `processing_memory_status_changed`, `memory_backward_synced`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MemoryEvent {
     /// The envelope's `type`, e.g. `memory_created`.
     #[serde(rename = "type")]
@@ -214,10 +220,12 @@ pub struct MemoryEvent {
 }
 
 /// The memory a lifecycle event is about, kept whole: only `id` is required.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Memory {
     pub id: String,
+    /// Every other field, kept as sent.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub fields: Map<String, Value>,
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use super::fields::{self, FieldReader};
 
 /// A Reflector webhook body, kept whole; only what ingest reads is named.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReflectorEvent {
     /// `transcript.completed` is the only event accepted.
     pub event: String,
@@ -14,6 +14,7 @@ pub struct ReflectorEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room: Option<ReflectorRoom>,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
@@ -29,13 +30,14 @@ impl ReflectorEvent {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReflectorTranscript {
     /// Stable across Reflector's retries (its `event_id` is not): the dedup id.
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub room_id: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }
 
@@ -55,10 +57,11 @@ impl ReflectorTranscript {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReflectorRoom {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extra: Map<String, Value>,
 }

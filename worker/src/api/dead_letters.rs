@@ -3,28 +3,30 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
+use shared::http::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use shared::broker::PublishError;
 
 use super::input::{Params, PathId};
+use super::list::PageParams;
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::dead_letters::{self, RedriveError};
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/v1/dead-letters", get(list))
-        .route("/v1/dead-letters/{id}/redrive", post(redrive))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(redrive))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+/// A message the worker could not process, kept for an operator.
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct DeadLetter {
     id: Uuid,
     event_id: Option<Uuid>,
@@ -36,7 +38,12 @@ struct DeadLetter {
     redriven_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /v1/dead-letters`: newest first (ids are time-ordered UUIDs).
+/// List dead letters, newest first.
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters", params(PageParams),
+    responses(
+        (status = 200, description = "A page of dead letters", body = Page<DeadLetter>),
+        (status = 400, description = "A bad `limit` or `cursor`, or an unknown parameter",
+            body = ErrorBody)))]
 async fn list(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
@@ -56,14 +63,33 @@ async fn list(
     Ok(Json(page.page(rows, |letter| letter.id)))
 }
 
-/// `POST /v1/dead-letters/{id}/redrive`: back on the events queue, processed anew.
+/// `POST /v1/dead-letters/{id}/redrive` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Redriven {
+    id: Uuid,
+    /// `redriven`.
+    status: &'static str,
+}
+
+/// Put a dead letter back on the events queue, to be processed anew.
+#[utoipa::path(post, path = "/v1/dead-letters/{id}/redrive", tag = "dead letters",
+    params(("id" = Uuid, Path, description = "The dead letter's id")),
+    responses(
+        (status = 200, description = "Published again", body = Redriven),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such dead letter", body = ErrorBody),
+        (status = 503, description = "The broker is unreachable or did not confirm",
+            body = ErrorBody)))]
 async fn redrive(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
     PathId(id): PathId,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Redriven>, ApiError> {
     match dead_letters::redrive(&context, id).await {
-        Ok(()) => Ok(Json(json!({"id": id, "status": "redriven"}))),
+        Ok(()) => Ok(Json(Redriven {
+            id,
+            status: "redriven",
+        })),
         Err(RedriveError::NotFound) => Err(ApiError::NotFound("dead letter")),
         Err(RedriveError::NotConnected) => {
             Err(ApiError::Unavailable("not connected to the broker".into()))

@@ -5,17 +5,19 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shared::http::ErrorBody;
 use sqlx::QueryBuilder;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::input::{Params, PathId};
-use super::list::filter;
+use super::list::{PageParams, filter};
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::outbound::manual::{self, Retry};
@@ -23,20 +25,22 @@ use crate::outbound::outbox::EventType;
 
 type Ctx = State<Arc<WorkerContext>>;
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/v1/deliveries", get(list))
-        .route("/v1/deliveries/{id}", get(read))
-        .route("/v1/deliveries/{id}/retry", post(retry))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read))
+        .routes(routes!(retry))
 }
 
 /// One delivery of one event to one endpoint; `id` is its `webhook-id`.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub(super) struct Delivery {
     id: Uuid,
+    /// The outbound event delivered.
     pub event_id: Uuid,
     event_type: String,
     endpoint_id: Uuid,
+    /// `pending`, `paused` (pending, its endpoint disabled), `succeeded` or `failed`.
     status: String,
     attempt_count: i32,
     first_attempt_at: Option<DateTime<Utc>>,
@@ -47,7 +51,7 @@ pub(super) struct Delivery {
 }
 
 /// One attempt, as recorded.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Attempt {
     attempted_at: DateTime<Utc>,
     status_code: Option<i32>,
@@ -57,7 +61,7 @@ struct Attempt {
 }
 
 /// A delivery with its attempts, oldest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct DeliveryDetail {
     #[serde(flatten)]
     delivery: Delivery,
@@ -89,14 +93,37 @@ fn status_filter(query: &mut QueryBuilder<'_, sqlx::Postgres>, status: Option<St
 }
 
 /// What `GET /v1/deliveries` is asked for.
-#[derive(Debug)]
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Filter {
     endpoint_id: Option<Uuid>,
+    /// `pending`, `paused`, `succeeded` or `failed`.
     status: Option<String>,
+    /// An outbound event type, such as `transcript.segment`.
     event_type: Option<String>,
+    /// The user the delivered event is about.
     uid: Option<String>,
+    /// Created at or after (RFC 3339).
     since: Option<DateTime<Utc>>,
+    /// Created before (RFC 3339).
     until: Option<DateTime<Utc>>,
+}
+
+/// The `{id}` of a delivery's routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct DeliveryId {
+    /// The delivery's id, its `webhook-id`.
+    id: Uuid,
+}
+
+/// `POST /v1/deliveries/{id}/retry` answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Requeued {
+    id: Uuid,
+    /// `pending`.
+    status: &'static str,
 }
 
 impl Filter {
@@ -113,8 +140,12 @@ impl Filter {
     }
 }
 
-/// `GET /v1/deliveries`: newest first (ids are time-ordered UUIDs); `since` and `until` bound
-/// when the delivery was created (`since` included, `until` not).
+/// List deliveries, newest first, by endpoint, status, event type, uid and creation time.
+#[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(Filter, PageParams),
+    responses(
+        (status = 200, description = "A page of deliveries", body = Page<Delivery>),
+        (status = 400, description = "A bad filter, `limit` or `cursor`, or an unknown parameter",
+            body = ErrorBody)))]
 async fn list(
     _: Admin,
     State(context): Ctx,
@@ -150,6 +181,13 @@ pub(super) async fn of_events(
         .await?)
 }
 
+/// One delivery with every attempt (time, status code, latency, response excerpt, error).
+#[utoipa::path(get, path = "/v1/deliveries/{id}", tag = "deliveries", params(DeliveryId),
+    responses(
+        (status = 200, description = "The delivery and its attempts, oldest first",
+            body = DeliveryDetail),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody)))]
 async fn read(
     _: Admin,
     State(context): Ctx,
@@ -170,15 +208,26 @@ async fn read(
     Ok(Json(DeliveryDetail { delivery, attempts }))
 }
 
+/// Retry a finished delivery now, in a new retry window.
+#[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries",
+    params(DeliveryId),
+    responses(
+        (status = 202, description = "Pending again", body = Requeued),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such delivery", body = ErrorBody),
+        (status = 409, description = "The delivery is pending already", body = ErrorBody)))]
 async fn retry(
     _: Admin,
     State(context): Ctx,
     PathId(id): PathId,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     match manual::retry(&context.pool, id).await? {
         Retry::Requeued => Ok((
             StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "id": id, "status": "pending" })),
+            Json(Requeued {
+                id,
+                status: "pending",
+            }),
         )),
         Retry::AlreadyPending => Err(ApiError::Conflict(
             "the delivery is pending: it is retried on its schedule".into(),

@@ -4,25 +4,45 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use shared::http::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::input::PathUid;
 use super::{Admin, ApiError};
 use crate::WorkerContext;
 use crate::lifecycle::erasure;
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/v1/users/{uid}", delete(request))
-        .route("/v1/users/{uid}/erasure", get(progress))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(request))
+        .routes(routes!(progress))
 }
 
-/// `DELETE /v1/users/{uid}`: 202 with the job and `Location` of its progress.
+/// `DELETE /v1/users/{uid}` answer: the job.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErasureRequested {
+    id: Uuid,
+    uid: String,
+    /// `pending`, `running` or `done`.
+    status: String,
+    requested_at: DateTime<Utc>,
+}
+
+/// Erase every row of a user: 202 with the job and `Location` of its progress (the same job
+/// while one is unfinished).
+#[utoipa::path(delete, path = "/v1/users/{uid}", tag = "users", params(("uid" = String, Path, description = "The user (at most 256 bytes)")),
+    responses(
+        (status = 202, description = "Recorded; `Location` is its progress", body = ErasureRequested,
+            headers(("Location" = String, description = "`/v1/users/{uid}/erasure`"))),
+        (status = 400, description = "A bad uid", body = ErrorBody)))]
 async fn request(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
@@ -30,12 +50,12 @@ async fn request(
 ) -> Result<Response, ApiError> {
     let job = erasure::request(&context.pool, &uid).await?;
     let location = format!("/v1/users/{}/erasure", encode(&uid));
-    let body = json!({
-        "id": job.id,
-        "uid": job.uid,
-        "status": job.status,
-        "requested_at": job.requested_at,
-    });
+    let body = ErasureRequested {
+        id: job.id,
+        uid: job.uid,
+        status: job.status,
+        requested_at: job.requested_at,
+    };
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
@@ -44,7 +64,12 @@ async fn request(
         .into_response())
 }
 
-/// `GET /v1/users/{uid}/erasure`: the latest job, with its rows deleted by table.
+/// The latest erasure of a user, with its rows deleted by table.
+#[utoipa::path(get, path = "/v1/users/{uid}/erasure", tag = "users", params(("uid" = String, Path, description = "The user (at most 256 bytes)")),
+    responses(
+        (status = 200, description = "The latest job", body = erasure::Job),
+        (status = 400, description = "A bad uid", body = ErrorBody),
+        (status = 404, description = "The user was never erased", body = ErrorBody)))]
 async fn progress(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,

@@ -6,12 +6,14 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
+use shared::http::ErrorBody;
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::deliveries::{self, Delivery};
@@ -21,8 +23,8 @@ use super::users::earliest_id_at;
 use super::{Admin, ApiError};
 use crate::WorkerContext;
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new().route("/v1/events/{event_id}", get(read))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new().routes(routes!(read))
 }
 
 /// How far from an event's storing its outbound events are looked for. They are written in the
@@ -31,7 +33,7 @@ pub fn routes() -> Router<Arc<WorkerContext>> {
 const EMIT_WINDOW: TimeDelta = TimeDelta::minutes(10);
 
 /// The answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct EventFate {
     event_id: Uuid,
     /// `stored`, `duplicate`, `dead_lettered` or `received`.
@@ -46,7 +48,9 @@ struct EventFate {
     outbound_events: Vec<Caused>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// An inbound event as stored.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = InboundEvent)]
 struct Inbound {
     event_id: Uuid,
     source: String,
@@ -56,14 +60,17 @@ struct Inbound {
     stored_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// Its processing's failures so far.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Processing {
     attempts: i32,
     last_error: String,
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+/// A dead letter of the event.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = EventDeadLetter)]
 struct DeadLetter {
     id: Uuid,
     reason: Option<String>,
@@ -72,13 +79,24 @@ struct DeadLetter {
 }
 
 /// An outbound event the inbound one caused, with its deliveries.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Caused {
     #[serde(flatten)]
     event: OutboundEvent,
     deliveries: Vec<Delivery>,
 }
 
+/// What became of an inbound event, by the `event_id` ingest answered its 202 with.
+///
+/// `stored` (with the outbound events it caused and their deliveries), `duplicate` (of
+/// `duplicate_of`), `dead_lettered`, or `received` (its processing failed and is retried).
+#[utoipa::path(get, path = "/v1/events/{event_id}", tag = "events",
+    params(("event_id" = Uuid, Path, description = "The `event_id` of ingest's 202")),
+    responses(
+        (status = 200, description = "Its fate", body = EventFate),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "Unknown, still in the queue, or past \
+            `RETAIN_INBOUND_EVENTS`", body = ErrorBody)))]
 async fn read(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,

@@ -23,10 +23,25 @@ pub const MAX_LIMIT: i64 = 1000;
 pub const DEFAULT_LIMIT: i64 = 100;
 
 /// A page of a list: `{"items": [...], "next": <cursor or null>}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T: Serialize> {
+    /// Newest first.
     pub items: Vec<T>,
+    /// The cursor of the next page; null on the last one.
     pub next: Option<String>,
+}
+
+/// `limit` and `cursor`, as the document shows them (the handlers read them with
+/// [`super::input::Params::page`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// How many items a page holds at most.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<i64>,
+    /// The `next` of the previous page, passed back as it came.
+    cursor: Option<String>,
 }
 
 /// Which page of list `list` is asked for: at most `limit` rows, after the row whose sort key

@@ -4,31 +4,33 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shared::http::ErrorBody;
 use sqlx::QueryBuilder;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::deliveries::{self, Delivery};
 use super::input::{Params, PathId};
-use super::list::filter;
+use super::list::{PageParams, filter};
 use super::users::earliest_id_at;
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::outbound::outbox::EventType;
 use crate::outbound::send;
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/v1/outbound-events", get(list))
-        .route("/v1/outbound-events/{id}", get(read))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read))
 }
 
 /// An outbound event as listed; `id` is the root of its deliveries' `webhook-id`s.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub(super) struct OutboundEvent {
     pub id: Uuid,
     pub event_type: String,
@@ -41,8 +43,17 @@ pub(super) struct OutboundEvent {
 /// The columns of [`OutboundEvent`].
 pub(super) const COLUMNS: &str = "id, event_type, uid, inbound_event_id, created_at";
 
-/// `GET /v1/outbound-events?type=&uid=&since=`: newest first (ids are time-ordered UUIDs, so
-/// `since` bounds the id and the walk stops there).
+/// List the outbound events emitted, newest first, by type, uid and time.
+#[utoipa::path(get, path = "/v1/outbound-events", tag = "outbound events",
+    params(
+        ("type" = Option<String>, Query, description = "An event type, such as `audio.level`"),
+        ("uid" = Option<String>, Query, description = "The user the events are about"),
+        ("since" = Option<DateTime<Utc>>, Query, description = "Emitted at or after (RFC 3339)"),
+        PageParams),
+    responses(
+        (status = 200, description = "A page of outbound events", body = Page<OutboundEvent>),
+        (status = 400, description = "A bad filter, `limit` or `cursor`, or an unknown parameter",
+            body = ErrorBody)))]
 async fn list(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
@@ -67,7 +78,7 @@ async fn list(
 }
 
 /// One outbound event with the body every delivery of it sends, byte for byte.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct OutboundEventDetail {
     #[serde(flatten)]
     event: OutboundEvent,
@@ -84,7 +95,13 @@ struct Stored {
     data: serde_json::Value,
 }
 
-/// `GET /v1/outbound-events/{id}`
+/// One outbound event, with the exact body its deliveries send and the deliveries.
+#[utoipa::path(get, path = "/v1/outbound-events/{id}", tag = "outbound events",
+    params(("id" = Uuid, Path, description = "The outbound event's id")),
+    responses(
+        (status = 200, description = "The event", body = OutboundEventDetail),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such outbound event", body = ErrorBody)))]
 async fn read(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,

@@ -13,20 +13,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::json;
-use shared::http::error_response;
+use serde::{Deserialize, Serialize};
+use shared::http::{ErrorBody, error_response};
 use shared::signature::hmac;
 use subtle::{Choice, ConstantTimeEq};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{is_one_of, same_origin};
 use super::{Admin, ApiError};
@@ -39,20 +38,39 @@ const KEY_CONTEXT: &[u8] = b"worker admin session v1";
 /// Clocks of two workers may differ by this much.
 const CLOCK_SLACK: Duration = Duration::from_secs(60);
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new().route(
-        "/v1/auth/session",
-        post(sign_in).get(whoami).delete(sign_out),
-    )
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new().routes(routes!(sign_in, whoami, sign_out))
 }
 
-#[derive(Deserialize)]
+/// `POST /v1/auth/session` body (JSON, or the same field as a form).
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SignIn {
+    /// One of `ADMIN_TOKEN`.
     token: Option<String>,
 }
 
-/// `POST /v1/auth/session` with `{"token": "..."}` or the form field `token`: 200 with the
-/// session cookie, 401 for a wrong token.
+/// How a request is signed in.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SignedIn {
+    signed_in: bool,
+    /// `session` or `bearer`; absent in the answer to a sign-in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'static str>,
+    /// When the session ends; null for a bearer token.
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Sign in: exchange the admin token for a session cookie (`HttpOnly`, `SameSite=Strict`).
+#[utoipa::path(post, path = "/v1/auth/session", tag = "auth", security(()),
+    request_body(content((SignIn = "application/json"), (SignIn = "application/x-www-form-urlencoded"))),
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie` holds the session", body = SignedIn,
+            headers(("Set-Cookie" = String, description = "`admin_session=...`"))),
+        (status = 400, description = "No token given", body = ErrorBody),
+        (status = 401, description = "Not one of `ADMIN_TOKEN`", body = ErrorBody),
+        (status = 403, description = "Sent from another site (`Origin`)", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
+        (status = 503, description = "`ADMIN_TOKEN` is not set", body = ErrorBody)))]
 async fn sign_in(
     State(context): State<Arc<WorkerContext>>,
     headers: HeaderMap,
@@ -76,7 +94,11 @@ async fn sign_in(
     let ttl = context.settings.admin_session_ttl;
     let expires = Utc::now() + chrono::TimeDelta::seconds(ttl.as_secs() as i64);
     let cookie = set_cookie(&sign(&token, expires.timestamp()), ttl.as_secs(), &headers);
-    let body = json!({"signed_in": true, "expires_at": expires});
+    let body = SignedIn {
+        signed_in: true,
+        via: None,
+        expires_at: Some(expires),
+    };
     ([(header::SET_COOKIE, cookie)], Json(body)).into_response()
 }
 
@@ -115,16 +137,24 @@ fn presented_token(headers: &HeaderMap, body: &[u8]) -> Result<String, Refusal> 
     })
 }
 
-/// `GET /v1/auth/session`: how this request is signed in.
-async fn whoami(admin: Admin) -> Json<serde_json::Value> {
-    Json(match admin.session_expires {
-        Some(expires) => json!({"signed_in": true, "via": "session", "expires_at": expires}),
-        None => json!({"signed_in": true, "via": "bearer", "expires_at": null}),
+/// How this request is signed in.
+#[utoipa::path(get, path = "/v1/auth/session", tag = "auth",
+    responses((status = 200, description = "Signed in", body = SignedIn)))]
+async fn whoami(admin: Admin) -> Json<SignedIn> {
+    let via = match admin.session_expires {
+        Some(_) => "session",
+        None => "bearer",
+    };
+    Json(SignedIn {
+        signed_in: true,
+        via: Some(via),
+        expires_at: admin.session_expires,
     })
 }
 
-/// `DELETE /v1/auth/session`: 204, and the cookie cleared. Needs no sign-in, so an expired
-/// session can sign out too.
+/// Sign out: the cookie is cleared. Needs no sign-in, so an expired session can sign out too.
+#[utoipa::path(delete, path = "/v1/auth/session", tag = "auth", security(()),
+    responses((status = 204, description = "Signed out; `Set-Cookie` clears the session")))]
 async fn sign_out(headers: HeaderMap) -> Response {
     let cleared = set_cookie("", 0, &headers);
     (StatusCode::NO_CONTENT, [(header::SET_COOKIE, cleared)]).into_response()

@@ -4,30 +4,31 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
+use shared::http::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::input::{Params, PathId, PathUid};
+use super::list::PageParams;
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::sessions::{self, Transcript};
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/v1/sessions/{id}", get(session))
-        .route("/v1/sessions/{id}/transcript", get(transcript))
-        .route("/v1/users/{uid}/sessions", get(of_user))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(session))
+        .routes(routes!(transcript))
+        .routes(routes!(of_user))
 }
 
 /// One of a user's sessions, as listed.
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Session {
     id: Uuid,
     uid: String,
@@ -40,7 +41,14 @@ struct Session {
     completed_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /v1/users/{uid}/sessions[?external_id=]`: newest first (by start, then id).
+/// A user's transcript sessions, newest first (by start, then id).
+#[utoipa::path(get, path = "/v1/users/{uid}/sessions", tag = "sessions",
+    params(("uid" = String, Path, description = "The user (at most 256 bytes)"), ("external_id" = Option<String>, Query,
+        description = "Only the sessions with this sender's session id"), PageParams),
+    responses(
+        (status = 200, description = "A page of sessions", body = Page<Session>),
+        (status = 400, description = "A bad uid, `limit` or `cursor`, or an unknown parameter",
+            body = ErrorBody)))]
 async fn of_user(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
@@ -79,28 +87,59 @@ async fn load(context: &WorkerContext, id: Uuid) -> Result<Transcript, ApiError>
         .ok_or(ApiError::NotFound("session"))
 }
 
-/// `GET /v1/sessions/{id}`: the session without its segments.
+/// `GET /v1/sessions/{id}` answer: a session without its segments.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SessionSummary {
+    id: Uuid,
+    uid: String,
+    title: Option<String>,
+    /// `open` or `completed`.
+    status: &'static str,
+    started_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+    /// Seconds from the first segment's start to the last one's end.
+    duration: f64,
+    segment_count: usize,
+    participants: Vec<sessions::Participant>,
+}
+
+/// One transcript session, without its segments.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = Uuid, Path, description = "The session's id")),
+    responses(
+        (status = 200, description = "The session", body = SessionSummary),
+        (status = 400, description = "The id is not a UUID", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody)))]
 async fn session(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
     PathId(id): PathId,
-) -> Result<Response, ApiError> {
+) -> Result<Json<SessionSummary>, ApiError> {
     let transcript = load(&context, id).await?;
-    Ok(Json(json!({
-        "id": transcript.id,
-        "uid": transcript.uid,
-        "title": transcript.title,
-        "status": if transcript.completed_at.is_some() { "completed" } else { "open" },
-        "started_at": transcript.started_at,
-        "completed_at": transcript.completed_at,
-        "duration": transcript.duration,
-        "segment_count": transcript.segments.len(),
-        "participants": transcript.participants,
+    Ok(Json(SessionSummary {
+        id: transcript.id,
+        uid: transcript.uid,
+        title: transcript.title,
+        status: match transcript.completed_at {
+            Some(_) => "completed",
+            None => "open",
+        },
+        started_at: transcript.started_at,
+        completed_at: transcript.completed_at,
+        duration: transcript.duration,
+        segment_count: transcript.segments.len(),
+        participants: transcript.participants,
     }))
-    .into_response())
 }
 
-/// `GET /v1/sessions/{id}/transcript[?format=vtt]`
+/// A session's transcript, as JSON (Reflector's `transcript.completed` shape) or WebVTT.
+#[utoipa::path(get, path = "/v1/sessions/{id}/transcript", tag = "sessions",
+    params(("id" = Uuid, Path, description = "The session's id"), ("format" = Option<String>, Query, description = "`json` (the default) or `vtt`")),
+    responses(
+        (status = 200, description = "The transcript", content(
+            (Transcript = "application/json"),
+            (String = "text/vtt"))),
+        (status = 400, description = "A bad id or `format`", body = ErrorBody),
+        (status = 404, description = "No such session", body = ErrorBody)))]
 async fn transcript(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,

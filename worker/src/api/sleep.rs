@@ -3,23 +3,27 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shared::http::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::input::{Params, PathUid};
+use super::list::PageParams;
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/v1/users/{uid}/sleep/reports", get(reports))
-        .route("/v1/users/{uid}/sleep/stats", get(stats))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(reports))
+        .routes(routes!(stats))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+/// One sleep session's report, as Asleep sent it, with the columns read from it.
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = SleepReport)]
 struct Report {
     session_id: String,
     start_time: Option<DateTime<Utc>>,
@@ -33,8 +37,14 @@ struct Report {
 /// A report's place in the list: its start (reports without one come last) and session id.
 type ReportKey = (Option<DateTime<Utc>>, String);
 
-/// `GET /v1/users/{uid}/sleep/reports`: newest session first; reports without a start time
-/// follow all the others, by session id.
+/// A user's sleep reports, newest session first; reports without a start time follow all the
+/// others, by session id.
+#[utoipa::path(get, path = "/v1/users/{uid}/sleep/reports", tag = "sleep",
+    params(("uid" = String, Path, description = "The user (at most 256 bytes)"), PageParams),
+    responses(
+        (status = 200, description = "A page of reports", body = Page<Report>),
+        (status = 400, description = "A bad uid, `limit` or `cursor`, or an unknown parameter",
+            body = ErrorBody)))]
 async fn reports(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
@@ -67,7 +77,9 @@ async fn reports(
     })))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+/// A user's sleep over every report.
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = SleepStats)]
 struct Stats {
     total_sessions: i64,
     total_sleep_time_s: i64,
@@ -75,7 +87,11 @@ struct Stats {
     sleep_efficiency_avg_last_30: Option<f64>,
 }
 
-/// `GET /v1/users/{uid}/sleep/stats`
+/// A user's sleep statistics.
+#[utoipa::path(get, path = "/v1/users/{uid}/sleep/stats", tag = "sleep", params(("uid" = String, Path, description = "The user (at most 256 bytes)")),
+    responses(
+        (status = 200, description = "The statistics", body = Stats),
+        (status = 400, description = "A bad uid", body = ErrorBody)))]
 async fn stats(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,

@@ -6,22 +6,38 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::get;
+use shared::http::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::input::Params;
 use super::{Admin, ApiError};
 use crate::WorkerContext;
 use crate::stream::{Filter, Position, client};
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new().route("/v1/stream", get(stream))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new().routes(routes!(stream))
 }
 
+/// The live stream of outbound events as Server-Sent Events, from every worker.
+///
+/// Each event is `id: <position>`, `event: <type>` and `data: <the body a webhook delivery
+/// carries>`; resume with `Last-Event-ID`.
+#[utoipa::path(get, path = "/v1/stream", tag = "outbound events",
+    params(
+        ("uid" = Option<String>, Query, description = "Only this user's events"),
+        ("types" = Option<String>, Query,
+            description = "A comma list of types and prefixes (`sleep.*`), or `*`"),
+        ("last_event_id" = Option<String>, Query,
+            description = "Where to resume, for a client that cannot send `Last-Event-ID`"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Where to resume")),
+    responses(
+        (status = 200, description = "The stream", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A bad `uid`, `types` or resume point", body = ErrorBody)))]
 async fn stream(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,

@@ -3,27 +3,29 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shared::http::ErrorBody;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::input::{Params, PathUid};
+use super::list::PageParams;
 use super::{Admin, ApiError, Page};
 use crate::WorkerContext;
 use crate::audio::stream::LevelWindow;
 
-pub fn routes() -> Router<Arc<WorkerContext>> {
-    Router::new()
-        .route("/v1/users", get(list))
-        .route("/v1/users/{uid}/audio-levels", get(audio_levels))
-        .route("/v1/users/{uid}/listening", get(listening))
+pub fn routes() -> OpenApiRouter<Arc<WorkerContext>> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(audio_levels))
+        .routes(routes!(listening))
 }
 
 /// A user with recent activity.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct User {
     uid: String,
     /// When the newest outbound event of the uid was emitted.
@@ -41,6 +43,13 @@ struct UserRow {
 /// `since` keeps those active since then. Found by a skip scan of `outbox_by_uid`: one index
 /// probe per uid listed (and per uid passed over by `since`), never a read of their events.
 /// Listed by uid, not by activity: activity changes while a client pages, uids do not.
+#[utoipa::path(get, path = "/v1/users", tag = "users",
+    params(("since" = Option<DateTime<Utc>>, Query,
+        description = "Only users with an outbound event since then (RFC 3339)"), PageParams),
+    responses(
+        (status = 200, description = "A page of users, by uid", body = Page<User>),
+        (status = 400, description = "A bad `since`, `limit` or `cursor`, or an unknown \
+            parameter", body = ErrorBody)))]
 async fn list(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
@@ -96,8 +105,16 @@ pub fn time_of(id: Uuid) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(seconds as i64, nanos)
 }
 
-/// `GET /v1/users/{uid}/audio-levels?from=&to=`: windows starting in `[from, to)`, newest
-/// first.
+/// A user's audio level windows starting in `[from, to)`, newest first.
+#[utoipa::path(get, path = "/v1/users/{uid}/audio-levels", tag = "users",
+    params(("uid" = String, Path, description = "The user (at most 256 bytes)"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "Windows starting at or after"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "Windows starting before"),
+        PageParams),
+    responses(
+        (status = 200, description = "A page of windows", body = Page<LevelWindow>),
+        (status = 400, description = "A bad uid, time, `limit` or `cursor`, or an unknown \
+            parameter", body = ErrorBody)))]
 async fn audio_levels(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,
@@ -123,7 +140,8 @@ async fn audio_levels(
     Ok(Json(page.page(windows, |window| window.start)))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+/// Whether a user is listening (sending audio) now.
+#[derive(Serialize, sqlx::FromRow, utoipa::ToSchema)]
 struct Listening {
     uid: String,
     listening: bool,
@@ -132,7 +150,12 @@ struct Listening {
     last_chunk_at: Option<DateTime<Utc>>,
 }
 
-/// `GET /v1/users/{uid}/listening`
+/// Whether a user is listening now, and since which chunk.
+#[utoipa::path(get, path = "/v1/users/{uid}/listening", tag = "users", params(("uid" = String, Path, description = "The user (at most 256 bytes)")),
+    responses(
+        (status = 200, description = "The user's listening status (not listening when \
+            unknown)", body = Listening),
+        (status = 400, description = "A bad uid", body = ErrorBody)))]
 async fn listening(
     _: Admin,
     State(context): State<Arc<WorkerContext>>,

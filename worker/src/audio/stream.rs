@@ -266,12 +266,15 @@ async fn mark_folded(
 }
 
 /// A stored window, as the API lists it and `audio.level` events carry it.
-#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LevelWindow {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
+    /// Null for digital silence.
     pub rms_dbfs: Option<f64>,
+    /// Null for digital silence.
     pub peak_dbfs: Option<f64>,
+    /// 0 to 100: `(rms_dbfs + 60) / 60 * 100`, clamped; 0 for silence.
     pub level: f64,
 }
 

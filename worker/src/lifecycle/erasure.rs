@@ -32,7 +32,8 @@ use crate::outbound::erase;
 pub use super::locks::ERASURE as LOCK;
 
 /// A job as the management API shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = ErasureJob)]
 pub struct Job {
     pub id: Uuid,
     pub uid: String,
@@ -41,6 +42,7 @@ pub struct Job {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// Rows deleted so far, by table.
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub counts: serde_json::Value,
     pub last_error: Option<String>,
 }

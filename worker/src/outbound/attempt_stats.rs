@@ -186,17 +186,19 @@ pub async fn fold(pool: &PgPool) -> Result<usize, sqlx::Error> {
 }
 
 /// One endpoint's attempts over a window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Window {
     pub attempts: i64,
     /// Attempts answered 2xx over all attempts; null without attempts.
     pub success_ratio: Option<f64>,
     pub latency_ms: Percentiles,
+    /// Attempts by the class of their answer: `2xx`, `3xx`, `4xx`, `5xx`, `error` (none).
+    #[schema(value_type = std::collections::HashMap<String, i64>)]
     pub attempts_by_class: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Latency percentiles in milliseconds; null without attempts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     pub p50: Option<f64>,
     pub p95: Option<f64>,

@@ -28,7 +28,7 @@ pub const BATCH: i64 = 1000;
 const CLOCK_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// What a replay did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Replayed {
     /// Events since then of the endpoint's types and uids.
     pub events: i64,

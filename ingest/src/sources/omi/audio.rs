@@ -7,9 +7,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use shared::EventKind;
 
-use super::OmiCaller;
+use super::{OmiCaller, UidParam};
 use crate::error::IngestError;
 use crate::routes::AppState;
+use crate::sources::{DedupKey, Queued};
 use crate::sources::{Headers, Inbound, accept, header, read_body};
 
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -17,7 +18,16 @@ const OCTET_STREAM: &str = "application/octet-stream";
 /// The sample rates accepted, in samples per second.
 pub const SAMPLE_RATES: std::ops::RangeInclusive<u32> = 1_000..=192_000;
 
-/// `POST /v1/omi/audio?uid=U&sample_rate=R`
+/// `POST /v1/omi/audio?uid=U&sample_rate=R`: raw PCM16 little-endian mono; an odd length is a
+/// 400. Without `Idempotency-Key`, every chunk is its own event, identical or not.
+#[utoipa::path(post, path = "/v1/omi/audio", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
+    params(UidParam, ("sample_rate" = u32, Query, minimum = 1000, maximum = 192000,
+        description = "Samples per second"), DedupKey),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "PCM16 little-endian mono"),
+    responses((status = 202, description = "Queued", body = Queued),
+        (status = 415, description = "Not sent as application/octet-stream",
+            body = shared::http::ErrorBody)))]
 pub async fn audio(
     State(state): State<AppState>,
     caller: OmiCaller,

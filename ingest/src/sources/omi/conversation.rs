@@ -6,12 +6,19 @@ use axum::response::Response;
 use shared::EventKind;
 use shared::payload::omi::{Conversation, DaySummary};
 
-use super::OmiCaller;
+use super::{OmiCaller, UidParam};
 use crate::error::IngestError;
+use crate::openapi::examples;
 use crate::routes::AppState;
+use crate::sources::{DedupKey, Queued};
 use crate::sources::{Headers, Inbound, accept, check_columns, check_id, parse_json, read_body};
 
-/// `POST /v1/omi/conversation?uid=U`: deduplicated on the conversation's `id`.
+/// `POST /v1/omi/conversation?uid=U`: a conversation (memory) was created; deduplicated on its
+/// `id`.
+#[utoipa::path(post, path = "/v1/omi/conversation", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
+    params(UidParam, DedupKey),
+    request_body(content = Conversation, description = "The conversation object, kept whole", example = examples::omi_conversation),
+    responses((status = 202, description = "Queued", body = Queued)))]
 pub async fn conversation(
     State(state): State<AppState>,
     caller: OmiCaller,
@@ -23,7 +30,11 @@ pub async fn conversation(
     accept(&state, &headers, &raw, inbound).await
 }
 
-/// `POST /v1/omi/day-summary?uid=U`
+/// `POST /v1/omi/day-summary?uid=U`: Omi's summary of a day.
+#[utoipa::path(post, path = "/v1/omi/day-summary", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
+    params(UidParam, DedupKey),
+    request_body(content = DaySummary, description = "The day summary", example = examples::omi_day_summary),
+    responses((status = 202, description = "Queued", body = Queued)))]
 pub async fn day_summary(
     State(state): State<AppState>,
     caller: OmiCaller,

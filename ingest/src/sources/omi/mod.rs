@@ -16,24 +16,34 @@ pub mod conversation;
 pub mod transcript;
 pub mod webhook;
 
-use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
-use axum::routing::post;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{LenientQuery, check_uid, header};
 use crate::error::IngestError;
 use crate::routes::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/omi/transcript", post(transcript::transcript))
-        .route("/v1/omi/conversation", post(conversation::conversation))
-        .route("/v1/omi/day-summary", post(conversation::day_summary))
-        .route("/v1/omi/audio", post(audio::audio))
-        .route("/webhook", post(webhook::webhook))
-        .route("/omi", post(transcript::thalamus))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(transcript::transcript))
+        .routes(routes!(conversation::conversation))
+        .routes(routes!(conversation::day_summary))
+        .routes(routes!(audio::audio))
+        .routes(routes!(webhook::webhook))
+        .routes(routes!(transcript::thalamus))
+}
+
+/// The `uid` of the Omi routes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct UidParam {
+    /// The user (at most 256 bytes). Older Omi releases append `?uid=U` to a URL that already
+    /// has `?key=K`; that form is read too.
+    uid: String,
 }
 
 /// An authenticated (and rate-limited) Omi caller, with the query it came with.

@@ -8,16 +8,22 @@ use serde::Deserialize;
 use shared::EventKind;
 use shared::payload::omi::{Segment, TranscriptBatch};
 
-use super::{OmiCaller, OmiKey};
+use super::{OmiCaller, OmiKey, UidParam};
 use crate::error::IngestError;
+use crate::openapi::examples;
 use crate::routes::AppState;
+use crate::sources::{DedupKey, Queued};
 use shared::payload::fields;
 
 use crate::sources::{
     Headers, Inbound, accept, check_id, check_uid, invalid_field, parse_json, read_body,
 };
 
-/// `POST /v1/omi/transcript?uid=U`
+/// `POST /v1/omi/transcript?uid=U`: real-time transcript segments.
+#[utoipa::path(post, path = "/v1/omi/transcript", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
+    params(UidParam, DedupKey),
+    request_body(content = TranscriptBatch, description = "`{session_id, segments}`, or a bare array of segments (as Omi's docs show), or the Thalamus batch", example = examples::omi_transcript),
+    responses((status = 202, description = "Queued", body = Queued)))]
 pub async fn transcript(
     State(state): State<AppState>,
     caller: OmiCaller,
@@ -30,6 +36,10 @@ pub async fn transcript(
 }
 
 /// `POST /omi[?uid=U]`: the Thalamus batch; without `uid` the batch's `session_id` is the user.
+#[utoipa::path(post, path = "/omi", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
+    params(("uid" = Option<String>, Query, description = "The user; the batch's `session_id` when absent"), DedupKey),
+    request_body(content = TranscriptBatch, description = "The Thalamus batch", example = examples::thalamus_batch),
+    responses((status = 202, description = "Queued", body = Queued)))]
 pub async fn thalamus(
     State(state): State<AppState>,
     caller: OmiKey,

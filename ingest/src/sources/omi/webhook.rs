@@ -14,12 +14,14 @@ use serde_json::{Map, Value};
 use shared::EventKind;
 use shared::payload::omi::{Memory, MemoryEvent, Segment, TranscriptBatch};
 
-use super::OmiCaller;
 use super::audio::{audio_inbound, check_pcm, parse_sample_rate};
 use super::transcript::validate_segments;
+use super::{OmiCaller, UidParam};
 use crate::error::IngestError;
+use crate::openapi::examples;
 use crate::routes::AppState;
 use crate::settings::webhook_body_limit;
+use crate::sources::{DedupKey, Queued};
 use crate::sources::{
     Headers, Inbound, accept, check_id, from_value, invalid_field, parse_json, read_body,
 };
@@ -28,15 +30,30 @@ use crate::sources::{
 const DEFAULT_SAMPLE_RATE: u32 = 16_000;
 
 /// The envelope, by `type`; an unknown type is refused naming the ones accepted.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum WebhookEvent {
-    MemoryCreated { memory: Memory },
-    MemoryProcessingStarted { memory: Memory },
-    ProcessingMemoryStatusChanged { memory: Memory },
-    MemoryBackwardSynced { memory: Memory },
-    TranscriptSegment { segment: Map<String, Value> },
-    AudioBytes { audio: String },
+    MemoryCreated {
+        memory: Memory,
+    },
+    MemoryProcessingStarted {
+        memory: Memory,
+    },
+    ProcessingMemoryStatusChanged {
+        memory: Memory,
+    },
+    MemoryBackwardSynced {
+        memory: Memory,
+    },
+    TranscriptSegment {
+        /// One transcript segment, as `/v1/omi/transcript` takes them.
+        #[schema(value_type = Segment)]
+        segment: Map<String, Value>,
+    },
+    AudioBytes {
+        /// PCM16 little-endian mono, in hex.
+        audio: String,
+    },
     Ping,
 }
 
@@ -46,7 +63,17 @@ pub enum Action {
     Pong,
 }
 
-/// `POST /webhook`. Hex audio takes two characters a byte, so the limit is twice the audio one.
+/// `POST /webhook`: the Omi webhook-server envelope. `ping` is answered 200 and not queued.
+///
+/// Hex audio takes two characters a byte, so the limit is twice the audio one.
+#[utoipa::path(post, path = "/webhook", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
+    params(UidParam, ("sample_rate" = Option<u32>, Query,
+        description = "Of `audio_bytes`; 16000 when absent"), DedupKey),
+    request_body(content = WebhookEvent, description = "`{type, ...}`",
+        example = examples::omi_memory_created),
+    responses((status = 202, description = "Queued", body = Queued),
+        (status = 200, description = "`ping` answered: `{\"status\": \"ok\"}`",
+            body = serde_json::Value)))]
 pub async fn webhook(
     State(state): State<AppState>,
     caller: OmiCaller,

@@ -12,10 +12,12 @@ use crate::outbound::attempt_stats::{self, Window};
 use crate::outbound::counts;
 use crate::outbound::endpoint::{self as rules, EndpointError, MASK};
 
-/// An endpoint as stored and shown; the secret and the custom header values are masked
-/// unless revealed. As read from Postgres they may be sealed ([`SecretsKeys`]): every read is
-/// masked, and create and rotate answer with the values as given.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+// As read from Postgres the secret and header values may be sealed ([`SecretsKeys`]): every
+// read is masked, and create and rotate answer with the values as given.
+/// An endpoint: where outbound webhooks go. Its secret is shown in full only in the answers to
+/// create and rotate (`whsec_...` otherwise), its custom header values only in the answer to
+/// create (`...` otherwise).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Endpoint {
     pub id: Uuid,
     pub url: String,
@@ -24,6 +26,8 @@ pub struct Endpoint {
     #[serde(skip)]
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Custom headers, name to value (values masked but in the answer to create).
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     pub headers: serde_json::Value,
     pub timeout_ms: i32,
     pub rate_limit_per_s: Option<i32>,
@@ -237,7 +241,8 @@ pub async fn page_before(
 
 /// `GET /v1/endpoints/{id}/stats`: the endpoint's deliveries by status now, and its attempts
 /// over a window.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = EndpointStats)]
 pub struct Stats {
     endpoint_id: Uuid,
     /// The window's name (`5m`, `1h`, `24h`, `7d`) and where it starts (a whole minute).
