@@ -91,6 +91,7 @@ async fn the_document_is_valid_openapi_3_1_and_lists_exactly_what_is_served() {
     let ingest = TestIngest::start().await;
     let document = document(&ingest).await;
     document.validate_openapi_3_1();
+    document.check_references();
     assert!(
         document.check_examples() >= 7,
         "every provider body has its fixture"

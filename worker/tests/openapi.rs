@@ -268,6 +268,7 @@ async fn errors_answer_as_documented() {
 async fn the_document_is_valid_openapi_3_1_and_lists_exactly_what_is_served() {
     let api = Api::start().await;
     api.document.validate_openapi_3_1();
+    api.document.check_references();
     let parameter = |name: &str| match name {
         "uid" => "u1".to_owned(),
         "path" => "app.css".to_owned(),

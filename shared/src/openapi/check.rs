@@ -3,6 +3,7 @@
 //! - [`Document::check`]: an answer's status is documented for its operation and its JSON body
 //!   is valid against the documented schema (JSON Schema 2020-12, which OpenAPI 3.1 uses);
 //! - [`Document::check_examples`]: every request body example is valid against its schema;
+//! - [`Document::check_references`]: every `$ref` resolves;
 //! - [`Document::validate_openapi_3_1`]: the whole document is valid OpenAPI 3.1, by
 //!   `openapi-spec-validator` (PyPI; `.ci/run` installs it);
 //! - [`Document::check_served`] and [`routes_only_with_operations`]: the two halves of "the
@@ -105,6 +106,20 @@ impl Document {
             checked += 1;
         }
         checked
+    }
+
+    /// Checks that every `$ref` in the document points at something it holds.
+    pub fn check_references(&self) {
+        let mut found = Vec::new();
+        references(&self.json, &mut found);
+        assert!(!found.is_empty(), "no references at all");
+        for reference in found {
+            let pointer = reference.trim_start_matches('#');
+            assert!(
+                self.json.pointer(pointer).is_some(),
+                "{reference} does not resolve"
+            );
+        }
     }
 
     /// Runs `openapi-spec-validator` on the document as OpenAPI 3.1; fails, saying how to
@@ -229,6 +244,22 @@ pub fn routes_only_with_operations(src: &std::path::Path) {
     assert!(checked > 0, "no sources under {}", src.display());
 }
 
+/// Every `$ref` in `value`.
+fn references(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(object) => {
+            for (key, value) in object {
+                match (key.as_str(), value.as_str()) {
+                    ("$ref", Some(reference)) => found.push(reference.to_owned()),
+                    _ => references(value, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| references(item, found)),
+        _ => {}
+    }
+}
+
 /// The validator `.ci/run` installs.
 pub const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
 
@@ -275,5 +306,25 @@ mod tests {
             fill("/things/{id}/x", |name| format!("<{name}>")),
             "/things/<id>/x"
         );
+    }
+
+    #[test]
+    fn a_route_added_around_routes_is_found() {
+        let src = std::env::temp_dir().join(format!("routes-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(src.join("api")).unwrap();
+        let file = src.join("api/mod.rs");
+        let documented = "OpenApiRouter::new().routes(routes!(list)) // not .route(\n";
+        std::fs::write(&file, documented).unwrap();
+        routes_only_with_operations(&src);
+        for around in [
+            ".route(\"/x\", get(x))",
+            "Router::new()",
+            "axum::routing::get",
+        ] {
+            std::fs::write(&file, format!("{documented}let r = {around};\n")).unwrap();
+            let found = std::panic::catch_unwind(|| routes_only_with_operations(&src));
+            assert!(found.is_err(), "{around}");
+        }
+        std::fs::remove_dir_all(&src).unwrap();
     }
 }

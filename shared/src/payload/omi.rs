@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::fields::{self, FieldReader};
 
 /// A batch of real-time transcript segments, whichever of Omi's shapes it arrived in.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TranscriptBatch {
     /// The sender's session id: the uid for Omi's real-time transcripts, a conversation id for
     /// the Thalamus batch.

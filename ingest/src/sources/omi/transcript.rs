@@ -22,7 +22,7 @@ use crate::sources::{
 /// `POST /v1/omi/transcript?uid=U`: real-time transcript segments.
 #[utoipa::path(post, path = "/v1/omi/transcript", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
     params(UidParam, DedupKey),
-    request_body(content = TranscriptBatch, description = "`{session_id, segments}`, or a bare array of segments (as Omi's docs show), or the Thalamus batch", example = examples::omi_transcript),
+    request_body(content = TranscriptBody, description = "`{session_id, segments}`, or a bare array of segments (as Omi's docs show), or the Thalamus batch", example = examples::omi_transcript),
     responses((status = 202, description = "Queued", body = Queued)))]
 pub async fn transcript(
     State(state): State<AppState>,
@@ -38,7 +38,7 @@ pub async fn transcript(
 /// `POST /omi[?uid=U]`: the Thalamus batch; without `uid` the batch's `session_id` is the user.
 #[utoipa::path(post, path = "/omi", tag = "omi", security(("omi_key" = []), ("omi_api_key" = []), ("omi_bearer" = [])),
     params(("uid" = Option<String>, Query, description = "The user; the batch's `session_id` when absent"), DedupKey),
-    request_body(content = TranscriptBatch, description = "The Thalamus batch", example = examples::thalamus_batch),
+    request_body(content = TranscriptBody, description = "The Thalamus batch", example = examples::thalamus_batch),
     responses((status = 202, description = "Queued", body = Queued)))]
 pub async fn thalamus(
     State(state): State<AppState>,
@@ -89,10 +89,23 @@ impl ParsedTranscript {
     }
 }
 
+/// A `/v1/omi/transcript` or `/omi` body, as the OpenAPI document shows it: the object form,
+/// or a bare array of segments ([`parse_transcript`] tells them by their first byte).
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[schema(as = OmiTranscript)]
+#[allow(dead_code)]
+enum TranscriptBody {
+    Object(TranscriptObject),
+    Segments(Vec<Segment>),
+}
+
 /// The object form Omi's code sends (and the Thalamus batch, which adds `log_timestamp`).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TranscriptObject {
+    /// The sender's session id; the uid when absent or empty.
     session_id: Option<String>,
+    /// When the sender logged the batch (Thalamus): RFC 3339, or epoch seconds or milliseconds.
     #[serde(default, deserialize_with = "fields::deserialize_timestamp")]
     log_timestamp: Option<chrono::DateTime<chrono::Utc>>,
     segments: Vec<Segment>,
