@@ -11,7 +11,7 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A served OpenAPI document.
 pub struct Document {
@@ -71,6 +71,75 @@ impl Document {
         if let Err(problems) = self.validate(schema, body) {
             panic!("{method} {template} {status}: {problems}\nbody: {body}\nschema: {schema}");
         }
+        let mut undocumented = Vec::new();
+        self.undocumented(schema, body, "", &mut undocumented);
+        assert!(
+            undocumented.is_empty(),
+            "{method} {template} {status} answers fields its schema does not document: \
+             {undocumented:?}\nbody: {body}"
+        );
+    }
+
+    /// The fields of `body` (by path) that `schema` does not name. JSON Schema lets an object
+    /// have any field its schema does not forbid, and utoipa forbids none, so a field added to
+    /// an answer without its schema would otherwise pass. Objects whose schema names no fields
+    /// (free-form) or allows more (`additionalProperties`, maps) are not held to this.
+    fn undocumented(&self, schema: &Value, body: &Value, path: &str, found: &mut Vec<String>) {
+        match body {
+            Value::Object(object) => {
+                let mut fields = serde_json::Map::new();
+                let open = self.fields(schema, &mut fields);
+                for (name, value) in object {
+                    let at = format!("{path}/{name}");
+                    match fields.get(name) {
+                        Some(field) => self.undocumented(field, value, &at, found),
+                        None if !open && !fields.is_empty() => found.push(at),
+                        None => {}
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let mut item = self.resolve(schema)["items"].clone();
+                if item.is_null() {
+                    item = json!({});
+                }
+                for (index, value) in items.iter().enumerate() {
+                    self.undocumented(&item, value, &format!("{path}/{index}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds the fields `schema` names (through `$ref`, `allOf`, `oneOf` and `anyOf`) to
+    /// `fields`; true when it also allows others.
+    fn fields(&self, schema: &Value, fields: &mut serde_json::Map<String, Value>) -> bool {
+        let schema = self.resolve(schema);
+        let mut open = !matches!(
+            schema["additionalProperties"],
+            Value::Null | Value::Bool(false)
+        );
+        if let Some(named) = schema["properties"].as_object() {
+            fields.extend(named.clone());
+        }
+        for composition in ["allOf", "oneOf", "anyOf"] {
+            for part in schema[composition].as_array().into_iter().flatten() {
+                open |= self.fields(part, fields);
+            }
+        }
+        open
+    }
+
+    /// `schema`, its `$ref` followed.
+    fn resolve<'a>(&'a self, mut schema: &'a Value) -> &'a Value {
+        while let Some(reference) = schema["$ref"].as_str() {
+            let pointer = reference.trim_start_matches('#');
+            schema = self
+                .json
+                .pointer(pointer)
+                .expect("a reference that resolves");
+        }
+        schema
     }
 
     /// `body` against `schema` (whose `$ref`s point into this document's components).
@@ -280,7 +349,6 @@ pub fn fill(template: &str, mut fill: impl FnMut(&str) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn an_answer_is_checked_against_its_operations_schema() {
@@ -302,6 +370,10 @@ mod tests {
         let undocumented =
             std::panic::catch_unwind(|| document.check(&get, "/things/{id}", 404, &json!({})));
         assert!(undocumented.is_err(), "a status not documented");
+        let extra = json!({"id": "a", "colour": "red"});
+        let unnamed =
+            std::panic::catch_unwind(|| document.check(&get, "/things/{id}", 200, &extra));
+        assert!(unnamed.is_err(), "a field its schema does not name");
         assert_eq!(
             fill("/things/{id}/x", |name| format!("<{name}>")),
             "/things/<id>/x"
