@@ -5,7 +5,9 @@
 //! - [`Served`]: the document as `GET /openapi.json` answers it, built once on first request;
 //! - [`bearer`], the security scheme of a bearer token, and [`error`], the response every 4xx
 //!   and 5xx is ([`crate::http::ErrorBody`]); the operations of the handlers both processes
-//!   share (`/healthz`, `/metrics`) are beside them in [`crate::http`].
+//!   share (`/healthz`, `/metrics`) are beside them in [`crate::http`];
+//! - [`finish`]: what every document gets once its operations are in (the error schema, unique
+//!   operation ids), and [`operations`], a path's operations.
 //! - `check` (feature `testkit`): what the tests hold a served document and real answers to.
 
 #[cfg(feature = "testkit")]
