@@ -7,27 +7,14 @@
 
 mod harness;
 
-use harness::{TestPipeline, envelope};
-use shared::EventKind;
-use shared::testkit::fixture;
+use harness::{TestPipeline, transcript_backlog};
 
 const BACKLOG: i64 = 2_000;
 
 #[tokio::test]
 async fn a_backlog_stored_in_concurrent_batches_is_acknowledged_once_each() {
     let mut pipeline = TestPipeline::start_with_workers(0).await;
-    let body = fixture("omi/realtime_transcript.json");
-    let events: Vec<_> = (0..BACKLOG)
-        .map(|n| {
-            let uid = format!("u{}", n % 40);
-            envelope(
-                EventKind::OmiTranscript,
-                &uid,
-                &format!("k{n}"),
-                body.clone(),
-            )
-        })
-        .collect();
+    let events = transcript_backlog(BACKLOG, 40);
     pipeline.broker.publish_all(&events).await;
 
     pipeline.add_worker().await;

@@ -16,9 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use harness::worker_binary::{LoggedWorker, exits_within, spawn_worker_binary, terminate};
-use harness::{OMI_KEY, Receiver, Reply, TestPipeline, TestWorker, envelope};
+use harness::{OMI_KEY, Receiver, Reply, TestPipeline, TestWorker, transcript_backlog};
 use serde_json::{Value, json};
-use shared::EventKind;
 use shared::testkit::{eventually, fixture};
 use uuid::Uuid;
 use worker::outbound::outbox::EventType;
@@ -81,18 +80,7 @@ async fn stop_under_load(mut worker: LoggedWorker) -> Drained {
 #[tokio::test]
 async fn sigterm_mid_backlog_stores_what_the_worker_holds_and_returns_only_what_it_did_not() {
     let mut pipeline = TestPipeline::start_with_workers(0).await;
-    let body = fixture("omi/realtime_transcript.json");
-    let events: Vec<_> = (0..BACKLOG)
-        .map(|n| {
-            let uid = format!("u{}", n % 50);
-            envelope(
-                EventKind::OmiTranscript,
-                &uid,
-                &format!("k{n}"),
-                body.clone(),
-            )
-        })
-        .collect();
+    let events = transcript_backlog(BACKLOG, 50);
     pipeline.broker.publish_all(&events).await;
     let mut returned_in_all = 0;
     for stop in 1..=STOPS {

@@ -451,6 +451,23 @@ pub fn envelope(
     }
 }
 
+/// `count` distinct transcript events (the realtime fixture, keys `k0`, `k1`, ...) spread over
+/// `users` uids, as a backlog published straight to the queue.
+pub fn transcript_backlog(count: i64, users: i64) -> Vec<shared::Envelope> {
+    let body = Bytes::from(shared::testkit::fixture("omi/realtime_transcript.json"));
+    (0..count)
+        .map(|n| {
+            let uid = format!("u{}", n % users);
+            envelope(
+                shared::EventKind::OmiTranscript,
+                &uid,
+                &format!("k{n}"),
+                body.clone(),
+            )
+        })
+        .collect()
+}
+
 /// A transcript event of `uid` whose payload is no transcript batch: it fails every time and
 /// is dead-lettered after `DELIVERY_LIMIT` failures.
 pub fn poison(uid: &str) -> shared::Envelope {
