@@ -6,7 +6,7 @@
 #   against without it (about 2 minutes of the total, with bytes on disk per transcript event
 #   and per hour of audio), each the median of BENCH_RUNS runs (default 3);
 # - the audio level meter (criterion) against a plain byte sum over the same buffer.
-# About 10 minutes on 2 cores. BENCH_RUNS, BENCH_SECONDS and BENCH_E2E_SECONDS shorten a trial run.
+# About 18 minutes on 2 cores. BENCH_RUNS, BENCH_SECONDS and BENCH_E2E_SECONDS shorten a trial run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
