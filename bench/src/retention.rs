@@ -4,7 +4,8 @@
 //! kept 2 s, a pass every second, so it deletes about as fast as the worker stores), in turn,
 //! alternating which goes first: ingest saturated for `BENCH_SECONDS` with the worker storing
 //! beside it (ingest's accept rate), then the worker alone on the backlog left for as long (its
-//! commit rate), each stated on / off within the run.
+//! commit rate, from its own `worker_events_total`, which retention's deletes do not move), each
+//! stated on / off within the run.
 //!
 //! Once, in the first run: the bytes on disk (tables, indexes and TOAST) per stored transcript
 //! event, against the bytes of its request body, and per hour of 16 kHz audio: raw PCM, level
@@ -21,7 +22,7 @@ use sqlx::PgPool;
 use crate::Plan;
 use crate::end_to_end::saturation;
 use crate::load::{self, Load, Pace};
-use crate::process::free_addr;
+use crate::process::{Service, free_addr};
 use crate::report::{median_of, median_ratio};
 use crate::requests::Body;
 use crate::stack::{Isolation, Server, Stack};
@@ -154,14 +155,14 @@ async fn pass(
     let requests = Body::Transcript.requests(&format!("{}-fill", isolation.prefix));
     let fill = load::run(ingest.addr, saturation(plan, plan.measure), requests, None).await;
     let rows_before = rows(&pool).await?;
-    let (depth_before, started) = (stack.queue_depth(isolation).await?, Instant::now());
+    let (stored_before, started) = (stored_by(&worker).await, Instant::now());
     tokio::time::sleep(plan.measure).await;
-    let (depth_after, elapsed) = (stack.queue_depth(isolation).await?, started.elapsed());
+    let (stored_after, elapsed) = (stored_by(&worker).await, started.elapsed());
     let rows_after = rows(&pool).await?;
-    if depth_after == 0 {
+    if stack.queue_depth(isolation).await? == 0 {
         eprintln!("retention: the backlog emptied before the drain window ended; rate too low");
     }
-    let committed = depth_before.saturating_sub(depth_after) as f64;
+    let committed = stored_after - stored_before;
     let stored = storage_floor::stored_events(&pool).await?.max(1) as f64;
     let measured = Rates {
         ingest_per_s: fill.accepted_per_s(),
@@ -176,6 +177,16 @@ async fn pass(
     worker.stop().await;
     Ok(measured)
 }
+
+/// Transcript events the worker has stored, by its own counter: retention's deletes do not
+/// move it, as they move a count of rows, and it is exact where the quorum queue's message
+/// count lags and moves in steps.
+async fn stored_by(worker: &Service) -> f64 {
+    let exposition = shared::testkit::scrape(&format!("http://{}/metrics", worker.addr)).await;
+    shared::testkit::sample(&exposition, STORED_SERIES).unwrap_or(0.0)
+}
+
+const STORED_SERIES: &str = r#"worker_events_total{kind="omi_transcript",outcome="stored"}"#;
 
 /// Rows of `inbound_events` and `outbox` together.
 async fn rows(pool: &PgPool) -> anyhow::Result<i64> {
