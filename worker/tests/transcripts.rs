@@ -50,6 +50,35 @@ async fn a_posted_transcript_is_stored_with_its_session_speakers_and_times() {
         rows[1].5["stt_provider"], "deepgram",
         "unknown fields are kept"
     );
+
+    // One `transcript.segment` event per segment, shaped as INTERFACE.md section 5 shows.
+    let (session_id, events): (uuid::Uuid, Vec<serde_json::Value>) = (
+        sqlx::query_scalar("SELECT id FROM transcript_sessions")
+            .fetch_one(&pipeline.pool)
+            .await
+            .unwrap(),
+        sqlx::query_scalar(
+            "SELECT data FROM outbox WHERE event_type = 'transcript.segment' \
+             ORDER BY data #>> '{segment,start}'",
+        )
+        .fetch_all(&pipeline.pool)
+        .await
+        .unwrap(),
+    );
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["uid"], "user-1");
+    assert_eq!(events[1]["session_id"], session_id.to_string());
+    assert_eq!(events[1]["external_session_id"], "u7ZkQ2fW9xLmN3pR");
+    let segment = &events[1]["segment"];
+    assert_eq!(
+        (segment["speaker"].as_str(), segment["start"].as_f64()),
+        (Some("SPEAKER_01"), Some(15.1))
+    );
+    assert_eq!(
+        segment["stt_provider"], "deepgram",
+        "unknown fields sit beside the known ones"
+    );
+    assert!(segment.get("extra").is_none(), "{segment}");
 }
 
 #[tokio::test]

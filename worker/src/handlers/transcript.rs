@@ -6,9 +6,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
+use serde::Serialize;
 use shared::Envelope;
+use shared::payload::omi::Segment;
 use shared::payload::omi::TranscriptBatch;
+use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -17,6 +19,16 @@ use crate::outbound::outbox::{EventType, NewEvent, emit_all};
 
 /// A session's key: (uid, the sender's session id).
 type SessionKey<'a> = (&'a str, &'a str);
+
+/// The data of a `transcript.segment` event (INTERFACE.md section 5), serialized straight into
+/// the outbox statement's parameters.
+#[derive(Serialize)]
+struct SegmentEvent<'a> {
+    uid: &'a str,
+    session_id: Uuid,
+    external_session_id: &'a str,
+    segment: &'a Segment,
+}
 
 /// One claimed event and the batch it carries.
 struct Received<'a> {
@@ -58,15 +70,14 @@ pub async fn store_all(
     for (r, session_id) in received.iter().zip(&session_ids) {
         for (position, segment) in r.batch.segments.iter().enumerate() {
             if stored.contains(&(r.envelope.event_id, position as i32)) {
-                let data = json!({
-                    "uid": r.envelope.uid,
-                    "session_id": session_id,
-                    "external_session_id": r.batch.session_id,
-                    "segment": segment,
-                });
                 events.push(NewEvent {
                     uid: Some(r.envelope.uid.as_str()),
-                    data,
+                    data: SegmentEvent {
+                        uid: &r.envelope.uid,
+                        session_id: *session_id,
+                        external_session_id: &r.batch.session_id,
+                        segment,
+                    },
                     cause: Some(r.envelope.event_id),
                 });
             }
@@ -201,7 +212,7 @@ async fn insert_segments(
             texts.push(segment.text.as_str());
             starts.push(segment.start);
             ends.push(segment.end);
-            extras.push(serde_json::Value::Object(segment.extra.clone()));
+            extras.push(Json(&segment.extra));
         }
     }
     let stored: Vec<(Uuid, i32)> = sqlx::query_as(

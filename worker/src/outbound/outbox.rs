@@ -4,8 +4,11 @@
 //! together: once the handler's transaction commits there is nothing left to fan out, and an
 //! outbox row is written once, never updated.
 
+use std::cell::Cell;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -116,10 +119,14 @@ pub struct OutboxEvent {
 /// One event to record: the user it is about, its data, and the inbound event it was emitted
 /// for (`None` for events no single request causes: audio levels, listening changes, sessions
 /// completed by idle time, endpoint changes).
+///
+/// `data` is anything that serializes to the event's JSON object: a `serde_json::Value` where
+/// it is assembled by hand, or a borrowing struct on a hot path (transcript segments), which
+/// is written straight into the statement's parameters with no tree built in between.
 #[derive(Debug, Clone)]
-pub struct NewEvent<'a> {
+pub struct NewEvent<'a, Data = serde_json::Value> {
     pub uid: Option<&'a str>,
-    pub data: serde_json::Value,
+    pub data: Data,
     pub cause: Option<Uuid>,
 }
 
@@ -169,10 +176,10 @@ async fn emit_one(
 
 /// Records events of one type and their deliveries, with one statement and in order (their
 /// ids, which the delivery order follows, grow); returns their ids.
-pub async fn emit_all(
+pub async fn emit_all<Data: Serialize>(
     tx: &mut Transaction<'_, Postgres>,
     event_type: EventType,
-    events: Vec<NewEvent<'_>>,
+    events: Vec<NewEvent<'_, Data>>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     if events.is_empty() {
         return Ok(Vec::new());
@@ -180,8 +187,8 @@ pub async fn emit_all(
     let ids: Vec<Uuid> = events.iter().map(|_| Uuid::now_v7()).collect();
     let uids: Vec<Option<&str>> = events.iter().map(|event| event.uid).collect();
     let causes: Vec<Option<Uuid>> = events.iter().map(|event| event.cause).collect();
-    let data: Vec<serde_json::Value> = events.into_iter().map(|event| event.data).collect();
-    sqlx::query(concat!(
+    let data: Vec<Json<Data>> = events.into_iter().map(|event| Json(event.data)).collect();
+    let outcome = sqlx::query(concat!(
         "WITH emitted AS (
              INSERT INTO outbox (id, event_type, uid, data, inbound_event_id, dispatched_at)
              SELECT id, $2, uid, data, cause, now()
@@ -200,5 +207,24 @@ pub async fn emit_all(
     .bind(&causes)
     .execute(&mut **tx)
     .await?;
+    let queued = outcome.rows_affected();
+    let _ = DELIVERIES_QUEUED.try_with(|count| count.set(count.get() + queued));
     Ok(ids)
+}
+
+tokio::task_local! {
+    /// Deliveries [`emit_all`] queued in the task running [`counting_deliveries`].
+    static DELIVERIES_QUEUED: Cell<u64>;
+}
+
+/// Runs `work` and counts the deliveries [`emit_all`] queues inside it, so the consumer wakes
+/// the delivery loop after its commit only when there is something new to claim: a wake costs
+/// the loop a claim and a next-due query, and most batches of an unsubscribed kind queue none.
+pub async fn counting_deliveries<T>(work: impl Future<Output = T>) -> (T, u64) {
+    DELIVERIES_QUEUED
+        .scope(Cell::new(0), async move {
+            let output = work.await;
+            (output, DELIVERIES_QUEUED.with(Cell::get))
+        })
+        .await
 }
