@@ -43,6 +43,7 @@ use crate::WorkerContext;
 use crate::dead_letters;
 use crate::gauges;
 use crate::handlers::{self, HandlerError, Outcome};
+use crate::outbound::outbox;
 use crate::supervisor::panic_message;
 use acks::{Ledger, Settle};
 use drain::stopped;
@@ -229,7 +230,7 @@ async fn process(context: &Arc<WorkerContext>, taken: Vec<Taken>) -> usize {
         taken.into_iter().map(|t| (t.envelope, t.settle)).unzip();
     let started = Instant::now();
     match store(context, &envelopes, &settles).await {
-        Ok(outcomes) => acknowledge(context, &envelopes, &settles, &outcomes, started).await,
+        Ok(handled) => acknowledge(context, &envelopes, &settles, &handled, started).await,
         Err(error) if error.is_transient() => return_all(&settles, &error).await,
         Err(error) => {
             tracing::warn!(%error, events = envelopes.len(), "a batch failed; storing its events one at a time");
@@ -262,7 +263,7 @@ async fn process_one(context: &Arc<WorkerContext>, taken: Taken) -> usize {
     );
     let started = Instant::now();
     match store(context, envelopes, settles).await {
-        Ok(outcomes) => acknowledge(context, envelopes, settles, &outcomes, started).await,
+        Ok(handled) => acknowledge(context, envelopes, settles, &handled, started).await,
         Err(error) if error.is_transient() => return_all(settles, &error).await,
         Err(error) => {
             fail(context, &envelope, &settle, &error).await;
@@ -305,7 +306,7 @@ async fn store(
     context: &WorkerContext,
     envelopes: &[Envelope],
     settles: &[Settle],
-) -> Result<Vec<Outcome>, HandlerError> {
+) -> Result<Handled, HandlerError> {
     let mut backoff = Duration::from_millis(100);
     let mut stopping = context.stopping.clone();
     loop {
@@ -328,15 +329,27 @@ async fn store(
     }
 }
 
+/// What became of a batch whose transaction committed.
+struct Handled {
+    /// One per envelope, in order.
+    outcomes: Vec<Outcome>,
+    /// Deliveries the transaction queued for the delivery loop.
+    deliveries_queued: u64,
+}
+
 /// [`handlers::handle_all`], with a panic turned into a failure of these events.
 async fn handle_all(
     context: &WorkerContext,
     envelopes: &[Envelope],
-) -> Result<Vec<Outcome>, HandlerError> {
-    AssertUnwindSafe(handlers::handle_all(&context.pool, envelopes))
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(&*panic))))
+) -> Result<Handled, HandlerError> {
+    let handling = AssertUnwindSafe(handlers::handle_all(&context.pool, envelopes)).catch_unwind();
+    let (result, deliveries_queued) = outbox::counting_deliveries(handling).await;
+    let outcomes =
+        result.unwrap_or_else(|panic| Err(HandlerError::Panicked(panic_message(&*panic))))?;
+    Ok(Handled {
+        outcomes,
+        deliveries_queued,
+    })
 }
 
 /// Acknowledges stored events' messages, after recording them and waking the delivery loop;
@@ -345,14 +358,14 @@ async fn acknowledge(
     context: &WorkerContext,
     envelopes: &[Envelope],
     settles: &[Settle],
-    outcomes: &[Outcome],
+    handled: &Handled,
     started: Instant,
 ) -> usize {
-    for (envelope, &outcome) in envelopes.iter().zip(outcomes) {
+    for (envelope, &outcome) in envelopes.iter().zip(&handled.outcomes) {
         record(context, envelope, outcome, started);
     }
-    if outcomes.contains(&Outcome::Stored) {
-        context.events_committed();
+    if handled.outcomes.contains(&Outcome::Stored) {
+        context.events_committed(handled.deliveries_queued > 0);
     }
     let mut sent = 0;
     for (envelope, acked) in envelopes.iter().zip(acks::ack_all(settles).await) {

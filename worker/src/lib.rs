@@ -79,10 +79,12 @@ impl WorkerContext {
         *self.stopping.borrow()
     }
 
-    /// Called after this worker commits outbox events: wakes its delivery loop and has every
-    /// worker's stream read them. Never waits.
-    pub fn events_committed(&self) {
-        self.outbound.wake.notify_one();
+    /// Called after this worker commits outbox events: has every worker's stream read them,
+    /// and wakes this worker's delivery loop when the commit queued deliveries. Never waits.
+    pub fn events_committed(&self, deliveries_queued: bool) {
+        if deliveries_queued {
+            self.outbound.wake.notify_one();
+        }
         self.stream.committed();
     }
 }

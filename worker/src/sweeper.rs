@@ -28,7 +28,7 @@ pub async fn run(context: Arc<WorkerContext>, mut stopping: watch::Receiver<bool
         }
         // Levels, status changes, completed sessions or deliveries may be new.
         if sweep(&context).await > 0 {
-            context.events_committed();
+            context.events_committed(true);
         }
     }
 }

@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 use shared::testkit::{ProxyMode, TcpProxy};
-use worker::outbound::outbox::EventType;
+use worker::outbound::outbox::{self, EventType, NewEvent};
 
 // Independent implementations of both signature schemes, straight from their specifications.
 
@@ -381,6 +381,34 @@ async fn an_event_the_worker_commits_is_delivered_without_waiting_for_a_poll() {
     let request = receiver.next().await;
     assert_eq!(request.json()["type"], "transcript.segment");
     assert_eq!(request.json()["data"]["segment"]["text"], "hi");
+}
+
+/// The consumer wakes its delivery loop only after a commit that queued deliveries: emitting
+/// counts what it queues, nothing for an event no endpoint subscribes to.
+#[tokio::test]
+async fn emitting_counts_the_deliveries_it_queues() {
+    let worker = TestWorker::start().await;
+    let receiver = Receiver::ok().await;
+    worker
+        .create_endpoint(json!({"url": receiver.url(), "event_types": ["audio.level"]}))
+        .await;
+    let mut tx = worker.pool.begin().await.unwrap();
+    let two = || {
+        (0..2).map(|n| NewEvent {
+            uid: Some("u1"),
+            data: json!({"n": n}),
+            cause: None,
+        })
+    };
+    let listening = outbox::emit_all(&mut tx, EventType::ListeningStatus, two().collect());
+    let (emitted, queued) = outbox::counting_deliveries(listening).await;
+    assert_eq!(emitted.unwrap().len(), 2);
+    assert_eq!(queued, 0, "no endpoint subscribes to listening.status");
+    let levels = outbox::emit_all(&mut tx, EventType::AudioLevel, two().collect());
+    let (emitted, queued) = outbox::counting_deliveries(levels).await;
+    assert_eq!(emitted.unwrap().len(), 2);
+    assert_eq!(queued, 2, "one delivery per audio.level event");
+    tx.rollback().await.unwrap();
 }
 
 /// An outbox row written without its deliveries (as an older worker did during an upgrade) is
