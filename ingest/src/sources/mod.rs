@@ -10,8 +10,6 @@ pub mod asleep;
 pub mod omi;
 pub mod reflector;
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -76,8 +74,9 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 }
 
 /// Query parameters, read leniently: `?` is taken as a separator too, because older Omi
-/// releases append `?uid=U` to a URL that already has `?key=K`.
-pub struct LenientQuery(pub HashMap<String, String>);
+/// releases append `?uid=U` to a URL that already has `?key=K`. A name given twice has its last
+/// value. Kept as a list: a query holds two or three parameters, fewer than a map's hashing costs.
+pub struct LenientQuery(Vec<(String, String)>);
 
 impl LenientQuery {
     pub fn parse(raw: &str) -> Self {
@@ -92,10 +91,13 @@ impl LenientQuery {
         )
     }
 
+    /// The last value of `name`, unless it is empty.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
-            .get(name)
-            .map(String::as_str)
+            .iter()
+            .rev()
+            .find(|(given, _)| given == name)
+            .map(|(_, value)| value.as_str())
             .filter(|value| !value.is_empty())
     }
 }
@@ -394,6 +396,13 @@ mod tests {
         let query = LenientQuery::parse("key=K?uid=U");
         assert_eq!(query.get("key"), Some("K"));
         assert_eq!(query.get("uid"), Some("U"));
+        let repeated = LenientQuery::parse("uid=A&uid=B&key=K&key=");
+        assert_eq!(
+            repeated.get("uid"),
+            Some("B"),
+            "the last value of a name counts"
+        );
+        assert_eq!(repeated.get("key"), None, "an empty last value is none");
     }
 
     #[test]
