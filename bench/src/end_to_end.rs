@@ -45,6 +45,8 @@ pub struct Run {
     pub backlog_at_end: u32,
     /// The worker alone on a backlog, measured in the same run as the floor.
     pub alone: Alone,
+    /// The same, with TLS to PostgreSQL (`sslmode=require`).
+    pub alone_tls: Alone,
     /// The transcript tables' bytes (indexes and TOAST included) per stored event.
     pub table_bytes_per_event: f64,
     /// The storage floor measured in the same run.
@@ -64,7 +66,8 @@ pub async fn measure(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Run>> {
         let measured = once(stack, plan, &isolation).await;
         stack.remove(&isolation).await?;
         let mut measured = measured?;
-        measured.alone = worker_alone(stack).await?;
+        measured.alone = worker_alone(stack, Transport::Plain).await?;
+        measured.alone_tls = worker_alone(stack, Transport::Tls).await?;
         measured.floor = storage_floor::measure(stack).await?;
         eprintln!("end to end run {}: {measured:?}", run + 1);
         runs.push(measured);
@@ -116,6 +119,7 @@ async fn once(stack: &Stack, plan: &Plan, isolation: &Isolation) -> anyhow::Resu
         committed_per_s,
         backlog_at_end,
         alone: Alone::default(),
+        alone_tls: Alone::default(),
         table_bytes_per_event,
         floor: Floor::default(),
         half_rate,
@@ -153,14 +157,27 @@ pub struct Alone {
 /// saturation stored (several times `shared_buffers`) and checkpoints the saturation's WAL
 /// forced fall into the window: both slowed the worker's figure against a floor that starts
 /// empty, by as much as 0.48 against 0.74 in two runs of one evening.
-async fn worker_alone(stack: &Stack) -> anyhow::Result<Alone> {
+/// How the worker alone reaches PostgreSQL. Every other connection of the benchmark is plain
+/// ([`Stack::database_url`]); this phase is measured both ways, so what TLS costs (managed
+/// services require it) is a figure of its own rather than part of the storage ratio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Plain,
+    Tls,
+}
+
+async fn worker_alone(stack: &Stack, transport: Transport) -> anyhow::Result<Alone> {
     let isolation = Isolation::new("worker-alone");
-    let measured = worker_alone_in(stack, &isolation).await;
+    let measured = worker_alone_in(stack, &isolation, transport).await;
     stack.remove(&isolation).await?;
     measured
 }
 
-async fn worker_alone_in(stack: &Stack, isolation: &Isolation) -> anyhow::Result<Alone> {
+async fn worker_alone_in(
+    stack: &Stack,
+    isolation: &Isolation,
+    transport: Transport,
+) -> anyhow::Result<Alone> {
     let ingest = stack.start(Server::Ingest, isolation).await?;
     let requests = Body::Transcript.requests(&format!("{}-alone", isolation.prefix));
     let filling = Instant::now();
@@ -184,7 +201,18 @@ async fn worker_alone_in(stack: &Stack, isolation: &Isolation) -> anyhow::Result
     }
     ingest.stop().await;
 
-    let worker = stack.start_worker(isolation).await?;
+    let worker = match transport {
+        Transport::Plain => stack.start_worker(isolation).await?,
+        Transport::Tls => {
+            let url = stack
+                .database_url(isolation)
+                .replace("sslmode=disable", "sslmode=require");
+            let addr = crate::process::free_addr()?;
+            stack
+                .start_worker_at(isolation, addr, &[("DATABASE_URL", url)])
+                .await?
+        }
+    };
     let pool = stack.database(isolation).await?;
     storage_floor::checkpoint(&pool).await?;
     tokio::time::sleep(storage_floor::WARM_UP).await;
@@ -298,6 +326,8 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
          | worker alone / storage floor (within each run; target at least 0.8) | **{:.2}** |\n\
          | WAL per event, worker alone / floor | {:.0} / {:.0} bytes |\n\
          | CPU per event, worker alone: worker / PostgreSQL / RabbitMQ | {:.0} / {:.0} / {:.0} us |\n\
+         | worker alone with TLS to PostgreSQL (`sslmode=require`) / without (within each run) | {:.2} ({:.0} events/s) |\n\
+         | CPU per event, worker alone with TLS: worker / PostgreSQL | {:.0} / {:.0} us |\n\
          | CPU per event, floor: PostgreSQL | {:.0} us |\n\
          | table bytes per event (with indexes and TOAST), worker / floor | {:.0} / {:.0} bytes |\n\
          | half rate, on a fixed schedule | {:.0} events/s |\n\
@@ -322,6 +352,14 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
         median_of(runs, |run| run.alone.worker_us_per_event),
         median_of(runs, |run| run.alone.postgres_us_per_event),
         median_of(runs, |run| run.alone.rabbitmq_us_per_event),
+        median_ratio(
+            runs,
+            |run| run.alone_tls.events_per_s,
+            |run| run.alone.events_per_s
+        ),
+        median_of(runs, |run| run.alone_tls.events_per_s),
+        median_of(runs, |run| run.alone_tls.worker_us_per_event),
+        median_of(runs, |run| run.alone_tls.postgres_us_per_event),
         median_of(runs, |run| run.floor.postgres_us_per_event),
         median_of(runs, |run| run.table_bytes_per_event),
         median_of(runs, |run| run.floor.table_bytes_per_event),

@@ -153,8 +153,12 @@ impl Stack {
         self.start_binary("worker", addr, &env, extra).await
     }
 
+    /// The run's database, without TLS: every process here reaches PostgreSQL over loopback,
+    /// where TLS (which `sslmode=prefer` picks when the server offers it) costs both ends CPU
+    /// per byte for nothing, and the storage floor, which sends next to no bytes, would not pay
+    /// it. The worker alone is also measured with TLS ([`crate::end_to_end`]).
     pub fn database_url(&self, isolation: &Isolation) -> String {
-        format!("{}/{}", self.postgres_url, isolation.prefix)
+        format!("{}/{}?sslmode=disable", self.postgres_url, isolation.prefix)
     }
 
     pub async fn database(&self, isolation: &Isolation) -> anyhow::Result<sqlx::PgPool> {
