@@ -149,14 +149,6 @@ pub struct Alone {
     pub rabbitmq_us_per_event: f64,
 }
 
-/// The worker's storage rate on the floor's footing: a fresh database, a checkpoint just
-/// before, [`storage_floor::WARM_UP`] and then [`storage_floor::MEASURE`], ingest stopped. Ingest
-/// first fills a queue of its own to [`ALONE_BACKLOG`] with no worker running; the phase fails
-/// rather than report a rate that ran out of backlog. Measured this way, and not on the
-/// saturation phase's leftover backlog, because the database there has grown by what the
-/// saturation stored (several times `shared_buffers`) and checkpoints the saturation's WAL
-/// forced fall into the window: both slowed the worker's figure against a floor that starts
-/// empty, by as much as 0.48 against 0.74 in two runs of one evening.
 /// How the worker alone reaches PostgreSQL. Every other connection of the benchmark is plain
 /// ([`Stack::database_url`]); this phase is measured both ways, so what TLS costs (managed
 /// services require it) is a figure of its own rather than part of the storage ratio.
@@ -166,6 +158,14 @@ enum Transport {
     Tls,
 }
 
+/// The worker's storage rate on the floor's footing: a fresh database, a checkpoint just
+/// before, [`storage_floor::WARM_UP`] and then [`storage_floor::MEASURE`], ingest stopped. Ingest
+/// first fills a queue of its own to [`ALONE_BACKLOG`] with no worker running; the phase fails
+/// rather than report a rate that ran out of backlog. Measured this way, and not on the
+/// saturation phase's leftover backlog, because the database there has grown by what the
+/// saturation stored (several times `shared_buffers`) and checkpoints the saturation's WAL
+/// forced fall into the window: both slowed the worker's figure against a floor that starts
+/// empty, by as much as 0.48 against 0.74 in two runs of one evening.
 async fn worker_alone(stack: &Stack, transport: Transport) -> anyhow::Result<Alone> {
     let isolation = Isolation::new("worker-alone");
     let measured = worker_alone_in(stack, &isolation, transport).await;
@@ -204,9 +204,7 @@ async fn worker_alone_in(
     let worker = match transport {
         Transport::Plain => stack.start_worker(isolation).await?,
         Transport::Tls => {
-            let url = stack
-                .database_url(isolation)
-                .replace("sslmode=disable", "sslmode=require");
+            let url = stack.database_url_with(isolation, "require");
             let addr = crate::process::free_addr()?;
             stack
                 .start_worker_at(isolation, addr, &[("DATABASE_URL", url)])

@@ -158,7 +158,15 @@ impl Stack {
     /// per byte for nothing, and the storage floor, which sends next to no bytes, would not pay
     /// it. The worker alone is also measured with TLS ([`crate::end_to_end`]).
     pub fn database_url(&self, isolation: &Isolation) -> String {
-        format!("{}/{}?sslmode=disable", self.postgres_url, isolation.prefix)
+        self.database_url_with(isolation, "disable")
+    }
+
+    /// The run's database with libpq's `sslmode` set to `sslmode`.
+    pub fn database_url_with(&self, isolation: &Isolation, sslmode: &str) -> String {
+        format!(
+            "{}/{}?sslmode={sslmode}",
+            self.postgres_url, isolation.prefix
+        )
     }
 
     pub async fn database(&self, isolation: &Isolation) -> anyhow::Result<sqlx::PgPool> {
