@@ -11,8 +11,9 @@
 //! at a time, so one bad event cannot hold the others back; the bad one's failure is counted in
 //! `processing_failures`, and it is nacked back to the queue until that count reaches
 //! `DELIVERY_LIMIT`, then rejected, which dead-letters it through `<prefix>.dead`. A committed
-//! batch is acknowledged with one `basic.ack` (`multiple`) when no older message of its channel
-//! is still unsettled, and one ack a message otherwise ([`acks`]). If the worker
+//! batch is acknowledged with one `basic.ack` (`multiple`) together with the committed batches
+//! behind it, or, when an older message of its channel is still being stored, by that one's
+//! batch ([`acks`]). If the worker
 //! dies, every unacknowledged message is redelivered to another consumer, and that costs the
 //! event nothing.
 //!
@@ -142,7 +143,9 @@ async fn consume(
 /// [`CLOSE_TIMEOUT`]. A channel's close-ok comes back only once the broker has handled every ack
 /// sent on it before the close; closing the connection alone let RabbitMQ (3.10, quorum queue)
 /// drop acks it had read but not yet passed to the queue, so committed events came back (up to
-/// a few dozen in one stop of two). Messages still held then go back to the queue.
+/// a few dozen in one stop of two). Messages still held then go back to the queue. (A close-ok
+/// does not cover acks the broker's channel is holding back from a busy quorum queue: [`acks`]
+/// sends one ack a commit so that it has hardly any to hold.)
 async fn close(connection: &Connection, channels: &[&lapin::Channel]) {
     const REASON: &str = "worker stopping or reconnecting";
     let closing = async {
@@ -353,7 +356,7 @@ async fn handle_all(
 }
 
 /// Acknowledges stored events' messages, after recording them and waking the delivery loop;
-/// returns how many acks were sent.
+/// returns how many were acknowledged (or left to an older batch's ack, see [`acks`]).
 async fn acknowledge(
     context: &WorkerContext,
     envelopes: &[Envelope],
@@ -367,19 +370,7 @@ async fn acknowledge(
     if handled.outcomes.contains(&Outcome::Stored) {
         context.events_committed(handled.deliveries_queued > 0);
     }
-    let mut sent = 0;
-    for (envelope, acked) in envelopes.iter().zip(acks::ack_all(settles).await) {
-        match acked {
-            Ok(true) => sent += 1,
-            Ok(false) => {
-                tracing::warn!(event_id = %envelope.event_id, "ack not sent, the channel is gone; the redelivery will be a duplicate")
-            }
-            Err(error) => {
-                tracing::warn!(%error, event_id = %envelope.event_id, "ack failed; the redelivery will be a duplicate")
-            }
-        }
-    }
-    sent
+    acks::ack_all(settles).await
 }
 
 fn record(context: &WorkerContext, envelope: &Envelope, outcome: Outcome, started: Instant) {
