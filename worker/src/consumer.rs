@@ -12,8 +12,8 @@
 //! `processing_failures`, and it is nacked back to the queue until that count reaches
 //! `DELIVERY_LIMIT`, then rejected, which dead-letters it through `<prefix>.dead`. A committed
 //! batch is acknowledged with one `basic.ack` (`multiple`) together with the committed batches
-//! behind it, or, when an older message of its channel is still being stored, by that one's
-//! batch ([`acks`]). If the worker
+//! behind it, or, when an older message of its channel is still being stored, one ack a message
+//! (while stopping, by the older one's batch instead; [`acks`]). If the worker
 //! dies, every unacknowledged message is redelivered to another consumer, and that costs the
 //! event nothing.
 //!
@@ -356,7 +356,7 @@ async fn handle_all(
 }
 
 /// Acknowledges stored events' messages, after recording them and waking the delivery loop;
-/// returns how many were acknowledged (or left to an older batch's ack, see [`acks`]).
+/// returns how many acks were sent (or, while stopping, left to an older batch's, see [`acks`]).
 async fn acknowledge(
     context: &WorkerContext,
     envelopes: &[Envelope],
@@ -370,7 +370,7 @@ async fn acknowledge(
     if handled.outcomes.contains(&Outcome::Stored) {
         context.events_committed(handled.deliveries_queued > 0);
     }
-    acks::ack_all(settles).await
+    acks::ack_all(settles, context.is_stopping()).await
 }
 
 fn record(context: &WorkerContext, envelope: &Envelope, outcome: Outcome, started: Instant) {

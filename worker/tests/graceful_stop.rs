@@ -99,12 +99,12 @@ async fn sigterm_mid_backlog_stores_what_the_worker_holds_and_returns_only_what_
         );
         // Every event is stored or back on the queue, and hardly any is both. Two causes of
         // both are mended: the connection closed before its channels (the broker dropped acks
-        // it had read), and acks sent one a message, which under load put the channel over
-        // the quorum queue's limit of 32 commands in flight, so the broker kept the rest back
-        // and dropped them at the close (up to 55 in one stop). Now 0 in 36 stops, 24 of
-        // them beside the whole worker suite; a stop is still held only to one batch, and
-        // the four to less than 32 together, since a broker whose disk stalls can keep even
-        // a few acks back. The next worker finds those stored.
+        // it had read), and a stop's acks sent one a message, which under load put the channel
+        // over the quorum queue's limit of 32 commands in flight, so the broker kept the rest
+        // back and dropped them at the close (55 and 95 in one stop; 1 run of 6 beside the
+        // whole worker suite). Now 0 in 32 stops beside it; a stop is still held only to one
+        // batch, and the four to less than 32 together, since a broker whose disk stalls can
+        // keep even a few acks back. The next worker finds those stored.
         let ready = eventually(10, "every event stored or back on the queue", || async {
             let ready = i64::from(pipeline.broker.events_ready().await);
             (stored + ready >= BACKLOG).then_some(ready)

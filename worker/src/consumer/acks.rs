@@ -1,28 +1,37 @@
-//! Settling the events channel's messages in order, with one `basic.ack` (`multiple`) for every
-//! committed message up to the oldest one still being stored.
+//! Settling the events channel's messages, with one `basic.ack` (`multiple`) for every
+//! committed message up to the oldest one still being stored whenever that is safe.
 //!
 //! RabbitMQ numbers a channel's deliveries 1, 2, 3, ... and `basic.ack` with `multiple` settles
 //! every unsettled message up to a tag in one frame, which the broker turns into one settle
-//! command for the quorum queue. Sending one command per message is not only slower: a channel
+//! command for the quorum queue. One command a message is not only slower: a channel
 //! with more than `quorum_commands_soft_limit` (32) commands not yet applied by the queue keeps
 //! further settles back in the channel process until the queue catches up, and when the channel
 //! closes before then (a worker stopping), those settles are dropped and their committed
 //! messages return to the queue (55 in one stop under a loaded machine).
 //!
-//! So batches, which are stored concurrently and finish in any order, never acknowledge message
-//! by message. The [`Ledger`] holds, per channel, the tags not yet settled on the wire, each
-//! marked once its batch has committed. When a batch commits, the run of committed tags at the
-//! head of the ledger (if any) is taken out and acknowledged with one `multiple` ack on its last
-//! tag; a batch that finishes before an older one leaves its tags marked, and the older batch's
-//! ack covers them. A nack or reject (one message, rare) takes its tag out only once its frame
-//! is sent and then acknowledges the committed run it may have been holding back, so a
-//! `multiple` never covers a message still being stored or about to be requeued. One run's ack
-//! is written before the next run is taken out, so an ack never names a tag an earlier frame
-//! settled (the broker closes the channel on such an unknown tag).
+//! Batches are stored concurrently and finish in any order. The [`Ledger`] holds, per channel,
+//! the tags not yet settled on the wire, each marked once its batch has committed:
+//! - A batch that starts at the oldest tag held is marked committed, and the run of committed
+//!   tags at the head of the ledger is taken out and acknowledged with one `multiple` ack on its
+//!   last tag: the usual case, one settle command a batch or fewer.
+//! - A batch that commits behind an older one still being stored acknowledges each message at
+//!   once (a `multiple` would settle the older ones too), so the broker's prefetch credit comes
+//!   back without waiting for the older batch; its tags leave the ledger when those frames are
+//!   written, and then any committed run they held back is acknowledged.
+//! - While the worker stops, the second kind instead stays marked and the older batch's ack
+//!   covers it: no more deliveries are coming, and the close that follows must find as few
+//!   settles as possible still in the broker's channel.
+//!
+//! A nack or reject (one message, rare) takes its tag out only once its frame is sent, then
+//! acknowledges the committed run it may have been holding back, so a `multiple` never covers a
+//! message still being stored or about to be requeued. One run's ack is written before the next
+//! run is taken out, so an ack never names a tag an earlier frame settled (the broker closes the
+//! channel on such an unknown tag).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures_util::future::join_all;
 use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
@@ -115,23 +124,59 @@ impl Settle {
     }
 }
 
-/// Marks every message of `batch` (all of one channel) committed and sends the ack that its
-/// commit allows: none when an older message is still being stored (that one's batch will
-/// acknowledge these too), else one for the whole committed run ahead of the next message
-/// still held. Returns how many of the batch's messages are now acknowledged or left to that
-/// older batch's ack; only a lost channel keeps either from reaching the broker, and then
-/// every message comes back anyway.
-pub async fn ack_all(batch: &[Settle]) -> usize {
+/// Acknowledges every message of `batch` (all of one channel) after its commit; returns how
+/// many acks were sent, or left to an older batch's ack while stopping.
+///
+/// When the batch starts at the oldest message the channel holds, or the worker is stopping,
+/// its messages are marked committed and the committed run at the head of the ledger (if any)
+/// is acknowledged with one frame; while stopping, a batch behind a message still being stored
+/// leaves its ack to that message's batch. Otherwise each message is acknowledged on its own,
+/// at once, so that the broker's prefetch credit comes back without waiting for the older
+/// batch; its tags stay in the ledger until those frames are written.
+pub async fn ack_all(batch: &[Settle], stopping: bool) -> usize {
     let Some(first) = batch.first() else {
         return 0;
     };
     let ledger = &first.ledger;
+    let together = {
+        let mut unsettled = ledger.lock();
+        let together = stopping || unsettled.oldest() == Some(first.tag);
+        if together {
+            batch.iter().for_each(|settle| unsettled.commit(settle.tag));
+        }
+        together
+    };
+    if together {
+        ledger.acknowledge_committed().await;
+        return batch.len();
+    }
+    let acks = batch
+        .iter()
+        .map(|settle| settle.acker.ack(BasicAckOptions::default()));
+    let results = join_all(acks).await;
     {
         let mut unsettled = ledger.lock();
-        batch.iter().for_each(|settle| unsettled.commit(settle.tag));
+        batch
+            .iter()
+            .for_each(|settle| unsettled.release(settle.tag));
     }
     ledger.acknowledge_committed().await;
-    batch.len()
+    let mut sent = 0;
+    for (settle, result) in batch.iter().zip(results) {
+        match result {
+            Ok(true) => sent += 1,
+            Ok(false) => tracing::warn!(
+                tag = settle.tag,
+                "ack not sent, the channel is gone; the redelivery will be a duplicate"
+            ),
+            Err(error) => tracing::warn!(
+                %error,
+                tag = settle.tag,
+                "ack failed; the redelivery will be a duplicate"
+            ),
+        }
+    }
+    sent
 }
 
 /// The bookkeeping behind [`Ledger`], generic over what settles a message so that it can be
@@ -168,6 +213,10 @@ impl<A> Unsettled<A> {
     fn hold(&mut self, tag: u64, acker: A) {
         let committed = false;
         self.by_tag.insert(tag, Held { acker, committed });
+    }
+
+    fn oldest(&self) -> Option<u64> {
+        self.by_tag.keys().next().copied()
     }
 
     fn commit(&mut self, tag: u64) {
@@ -226,6 +275,7 @@ mod tests {
     fn a_batch_committed_before_an_older_one_is_acknowledged_with_it() {
         let mut unsettled = holding(1..=48);
         commit(&mut unsettled, 17..=32);
+        assert_eq!(unsettled.oldest(), Some(1));
         assert_eq!(
             unsettled.take_committed_run(),
             None,
