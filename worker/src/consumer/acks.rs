@@ -20,7 +20,9 @@
 //!   written, and then any committed run they held back is acknowledged.
 //! - While the worker stops, the second kind instead stays marked and the older batch's ack
 //!   covers it: no more deliveries are coming, and the close that follows must find as few
-//!   settles as possible still in the broker's channel.
+//!   settles as possible still in the broker's channel. (If `SHUTDOWN_TIMEOUT_MS` runs out
+//!   before the older batch commits, those committed messages go back to the queue with it, and
+//!   the next worker counts them as duplicates.)
 //!
 //! A nack or reject (one message, rare) takes its tag out only once its frame is sent, then
 //! acknowledges the committed run it may have been holding back, so a `multiple` never covers a
