@@ -356,7 +356,7 @@ async fn handle_all(
 }
 
 /// Acknowledges stored events' messages, after recording them and waking the delivery loop;
-/// returns how many acks were sent (or, while stopping, left to an older batch's, see [`acks`]).
+/// returns how many were acknowledged or went into a run's ack (see [`acks::ack_all`]).
 async fn acknowledge(
     context: &WorkerContext,
     envelopes: &[Envelope],

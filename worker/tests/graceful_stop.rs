@@ -102,7 +102,7 @@ async fn sigterm_mid_backlog_stores_what_the_worker_holds_and_returns_only_what_
         // it had read), and a stop's acks sent one a message, which under load put the channel
         // over the quorum queue's limit of 32 commands in flight, so the broker kept the rest
         // back and dropped them at the close (55 and 95 in one stop; 1 run of 6 beside the
-        // whole worker suite). Now 0 in 32 stops beside it; a stop is still held only to one
+        // whole worker suite). Now 0 in 64 stops beside it; a stop is still held only to one
         // batch, and the four to less than 32 together, since a broker whose disk stalls can
         // keep even a few acks back. The next worker finds those stored.
         let ready = eventually(10, "every event stored or back on the queue", || async {

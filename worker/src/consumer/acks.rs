@@ -127,7 +127,8 @@ impl Settle {
 }
 
 /// Acknowledges every message of `batch` (all of one channel) after its commit; returns how
-/// many acks were sent, or left to an older batch's ack while stopping.
+/// many of its messages were acknowledged on their own, or went into a run's ack (counted
+/// whether or not that frame could be written: a run's failure is logged where it is sent).
 ///
 /// When the batch starts at the oldest message the channel holds, or the worker is stopping,
 /// its messages are marked committed and the committed run at the head of the ledger (if any)
