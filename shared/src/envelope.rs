@@ -4,6 +4,12 @@
 //! On the wire the envelope's fields travel as AMQP properties and headers and its payload as
 //! the message body, untouched: JSON payloads stay JSON and audio stays raw PCM, so neither side
 //! pays for base64 or a second JSON encoding.
+//!
+//! The properties carry what [`Envelope::from_amqp`] reads and nothing more: RabbitMQ decodes,
+//! stores and copies every property of every message, and a publish confirm waits for it. The
+//! `app_id` (the source, which the kind implies), `content_type` (likewise) and `timestamp`
+//! (the received-at, to the second, which a header holds to the microsecond) that ingest used to
+//! add were read by nobody; a consumer of earlier messages ignores them.
 
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
@@ -131,15 +137,13 @@ pub enum EnvelopeError {
     Header(&'static str),
 }
 
-const CONTENT_TYPE_JSON: &str = "application/json";
-const CONTENT_TYPE_PCM: &str = "application/octet-stream";
-
 impl Envelope {
     pub fn source(&self) -> Source {
         self.kind.source()
     }
 
-    /// The AMQP properties that carry every field but the payload; persistent delivery.
+    /// The AMQP properties that carry every field but the payload (and no more; see the module
+    /// doc); persistent delivery.
     pub fn amqp_properties(&self) -> BasicProperties {
         let mut headers = FieldTable::default();
         headers.insert("uid".into(), long_string(&self.uid));
@@ -151,17 +155,10 @@ impl Envelope {
         if let Some(rate) = self.sample_rate {
             headers.insert("sample_rate".into(), AMQPValue::LongUInt(rate));
         }
-        let content_type = match self.kind {
-            EventKind::OmiAudio => CONTENT_TYPE_PCM,
-            _ => CONTENT_TYPE_JSON,
-        };
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id(self.event_id.to_string().into())
             .with_type(self.kind.as_str().into())
-            .with_app_id(self.source().as_str().into())
-            .with_content_type(content_type.into())
-            .with_timestamp(self.received_at.timestamp().max(0) as u64)
             .with_headers(headers);
         match &self.request_id {
             Some(id) => properties.with_correlation_id(id.as_str().into()),
@@ -268,6 +265,21 @@ mod tests {
         assert!(properties.correlation_id().is_none());
         let decoded = Envelope::from_amqp(&properties, original.payload.to_vec()).unwrap();
         assert_eq!(decoded.request_id, None);
+    }
+
+    #[test]
+    fn the_properties_hold_only_what_is_read_back() {
+        let properties = sample(EventKind::OmiAudio, Some(16_000)).amqp_properties();
+        assert!(properties.app_id().is_none());
+        assert!(properties.content_type().is_none());
+        assert!(properties.timestamp().is_none());
+        let headers = properties.headers().as_ref().unwrap().inner();
+        let names: Vec<&str> = headers.keys().map(|name| name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["dedup_key", "received_at_us", "sample_rate", "uid"],
+            "every header is one `from_amqp` reads"
+        );
     }
 
     #[test]
