@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 
 use crate::Plan;
 use crate::load::{self, Load, Outcome, Pace};
-use crate::report::{Figures, median_of, median_ratio, peak_mib};
+use crate::process::Window;
+use crate::report::{Figures, median_of, median_ratio, peak_mib, stolen_percent, stolen_sentence};
 use crate::requests::Body;
 use crate::stack::{Isolation, Server, Stack};
 
@@ -32,24 +33,22 @@ pub async fn measure(stack: &Stack, plan: &Plan, body: Body) -> anyhow::Result<V
                 isolation.prefix.clone(),
             ));
             tokio::time::sleep(plan.warm_up).await;
-            let cpu_before = service.cpu_seconds();
+            let window = Window::open(&service);
             tokio::time::sleep(plan.measure).await;
-            let cpu = service
-                .cpu_seconds()
-                .zip(cpu_before)
-                .map(|(after, before)| after - before);
+            let (cpu, stolen) = window.close(&service);
             let outcome = load.await?;
-            let measured = Figures::new(&outcome, service.peak_rss(), cpu);
+            let measured = Figures::new(&outcome, service.peak_rss(), cpu).with_stolen(stolen);
             service.stop().await;
             stack.remove(&isolation).await?;
             eprintln!(
-                "ingest run {}: {} / {}: {:.0} req/s, p99 {:.2} ms, {:.0} us CPU per request, not accepted {} {:?}",
+                "ingest run {}: {} / {}: {:.0} req/s, p99 {:.2} ms, {:.0} us CPU per request, {:.0}% stolen, not accepted {} {:?}",
                 run + 1,
                 body.label(),
                 server.label(),
                 measured.per_s,
                 measured.p99_ms,
                 measured.cpu_us_per_request.unwrap_or(f64::NAN),
+                measured.stolen.unwrap_or(f64::NAN) * 100.0,
                 measured.not_accepted,
                 outcome.refused,
             );
@@ -78,12 +77,12 @@ pub fn table(body: Body, runs: &[Run]) -> String {
     let _ = writeln!(out, "### {}\n", body.label());
     let _ = writeln!(
         out,
-        "| server | requests/s | p50 | p99 | p99.9 | not 2xx | CPU per request | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| server | requests/s | p50 | p99 | p99.9 | not 2xx | CPU per request | CPU stolen | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for (index, server) in Server::ALL.iter().enumerate() {
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.0} us | {} |",
+            "| {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.0} us | {} | {} |",
             server.label(),
             median_of(runs, |run| run[index].per_s),
             median_of(runs, |run| run[index].p50_ms),
@@ -93,6 +92,7 @@ pub fn table(body: Body, runs: &[Run]) -> String {
             median_of(runs, |run| run[index]
                 .cpu_us_per_request
                 .unwrap_or(f64::NAN)),
+            stolen_percent(runs, |run| run[index].stolen),
             peak_mib(runs, |run| run[index].peak_rss),
         );
     }
@@ -102,10 +102,11 @@ pub fn table(body: Body, runs: &[Run]) -> String {
         out,
         "\nIngest, as the median of within-run ratios: **{:.2}** of the ingest floor's \
          throughput (target at least 0.90) with **{:.2}x** its p99 (target at most 1.5x); \
-         {:.2} of the HTTP floor's throughput.\n",
+         {:.2} of the HTTP floor's throughput. {}\n",
         median_ratio(runs, per_s(ingest), per_s(floor)),
         median_ratio(runs, p99(ingest), p99(floor)),
         median_ratio(runs, per_s(ingest), per_s(http)),
+        stolen_sentence(runs.iter().flatten().map(|figures| figures.stolen)),
     );
     out
 }

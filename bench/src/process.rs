@@ -56,6 +56,72 @@ pub fn cpu_seconds_of_command(prefix: &str) -> f64 {
         .sum()
 }
 
+/// The machine's CPU time so far, in ticks, from the `cpu` line of `/proc/stat`: all of it, and
+/// the part the hypervisor stole (a virtual CPU ready to run while the host ran something else).
+/// On a shared virtual machine the stolen share moves from one measuring window to the next,
+/// and every rate of that window with it, so the tables show it beside the figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MachineCpu {
+    total: u64,
+    stolen: u64,
+}
+
+impl MachineCpu {
+    pub fn now() -> Option<Self> {
+        Self::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Reads the first line: `cpu user nice system idle iowait irq softirq steal guest
+    /// guest_nice`; guest time is already counted in user and nice.
+    fn parse(stat: &str) -> Option<Self> {
+        let line = stat.lines().next()?.strip_prefix("cpu ")?;
+        let ticks: Vec<u64> = line
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .ok()?;
+        let counted = ticks.get(..8)?;
+        Some(MachineCpu {
+            total: counted.iter().sum(),
+            stolen: counted[7],
+        })
+    }
+
+    /// The share of the machine's CPU time since `earlier` that was stolen.
+    pub fn stolen_share_since(&self, earlier: &MachineCpu) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total).filter(|&t| t > 0)?;
+        Some(self.stolen.saturating_sub(earlier.stolen) as f64 / total as f64)
+    }
+}
+
+/// A measuring window around a load on one service: its CPU time and the machine's, read when
+/// the window opens and when it closes.
+pub struct Window {
+    service_cpu: Option<f64>,
+    machine: Option<MachineCpu>,
+}
+
+impl Window {
+    pub fn open(service: &Service) -> Self {
+        Window {
+            service_cpu: service.cpu_seconds(),
+            machine: MachineCpu::now(),
+        }
+    }
+
+    /// The service's CPU seconds in the window and the share of the machine's CPU time stolen.
+    pub fn close(self, service: &Service) -> (Option<f64>, Option<f64>) {
+        let cpu = service
+            .cpu_seconds()
+            .zip(self.service_cpu)
+            .map(|(after, before)| after - before);
+        let stolen = MachineCpu::now()
+            .zip(self.machine)
+            .and_then(|(after, before)| after.stolen_share_since(&before));
+        (cpu, stolen)
+    }
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> anyhow::Result<SocketAddr> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -158,6 +224,16 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stolen_share_is_read_from_the_cpu_line() {
+        let before = MachineCpu::parse("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 1 2 3\n").unwrap();
+        let after = MachineCpu::parse("cpu  160 0 70 880 10 0 5 75 0 0\n").unwrap();
+        assert_eq!(before.total, 1000);
+        assert_eq!(after.stolen_share_since(&before), Some(40.0 / 200.0));
+        assert_eq!(before.stolen_share_since(&before), None, "no time passed");
+        assert_eq!(MachineCpu::parse("intr 1 2"), None);
+    }
 
     #[test]
     fn a_stat_line_gives_its_command_and_cpu_even_with_spaces_and_parentheses_in_the_name() {

@@ -15,6 +15,9 @@ pub struct Figures {
     pub peak_rss: Option<u64>,
     /// CPU time the server used per accepted request over the measuring window.
     pub cpu_us_per_request: Option<f64>,
+    /// The share of the machine's CPU time the hypervisor stole over the measuring window
+    /// ([`crate::process::MachineCpu`]).
+    pub stolen: Option<f64>,
 }
 
 impl Figures {
@@ -27,7 +30,12 @@ impl Figures {
             not_accepted: outcome.refused_total() + outcome.failed,
             peak_rss,
             cpu_us_per_request: cpu_seconds.map(|cpu| cpu * 1e6 / outcome.accepted.max(1) as f64),
+            stolen: None,
         }
+    }
+
+    pub fn with_stolen(self, stolen: Option<f64>) -> Self {
+        Figures { stolen, ..self }
     }
 }
 
@@ -72,6 +80,38 @@ pub fn peak_mib<T>(runs: &[T], rss: impl Fn(&T) -> Option<u64>) -> String {
         .unwrap_or_else(|| "n/a".into())
 }
 
+/// A stolen share as a table cell: the median over runs, in percent, or "n/a".
+pub fn stolen_percent<T>(runs: &[T], stolen: impl Fn(&T) -> Option<f64>) -> String {
+    let shares: Vec<f64> = runs.iter().filter_map(stolen).collect();
+    match shares.is_empty() {
+        true => "n/a".into(),
+        false => format!("{:.0}%", median(shares) * 100.0),
+    }
+}
+
+/// The lowest and highest stolen share over every cell of `runs`, for the sentence under a
+/// table ("the hypervisor stole 3-38% ..."), or `None` when none could be read.
+pub fn stolen_range(shares: impl IntoIterator<Item = Option<f64>>) -> Option<(f64, f64)> {
+    shares.into_iter().flatten().fold(None, |range, share| {
+        let (low, high) = range.unwrap_or((share, share));
+        Some((low.min(share), high.max(share)))
+    })
+}
+
+/// The sentence that says how much CPU the hypervisor stole during the measuring windows.
+pub fn stolen_sentence(shares: impl IntoIterator<Item = Option<f64>>) -> String {
+    match stolen_range(shares) {
+        Some((low, high)) => format!(
+            "The hypervisor stole {:.0}-{:.0}% of the machine's CPU time in these measuring \
+             windows (`/proc/stat` steal); a window it robbed more than its pair's moves that \
+             run's ratio.",
+            low * 100.0,
+            high * 100.0
+        ),
+        None => "CPU steal could not be read.".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +128,15 @@ mod tests {
         // Run 1 is fast for both, run 2 slow for both: the within-run ratio is 0.5 each time.
         let runs = [(100.0, 200.0), (10.0, 20.0)];
         assert_eq!(median_ratio(&runs, |run| run.0, |run| run.1), 0.5);
+    }
+
+    #[test]
+    fn stolen_shares_are_summed_up_as_a_median_and_a_range() {
+        let runs = [Some(0.1), None, Some(0.3), Some(0.2)];
+        assert_eq!(stolen_percent(&runs, |share| *share), "20%");
+        assert_eq!(stolen_percent(&[None::<f64>], |share| *share), "n/a");
+        assert_eq!(stolen_range(runs), Some((0.1, 0.3)));
+        assert_eq!(stolen_range([None]), None);
     }
 
     #[test]

@@ -19,7 +19,8 @@ use tokio::process::Command;
 
 use crate::Plan;
 use crate::ingest::{CONNECTIONS, load_once};
-use crate::report::{Figures, median_of, median_ratio, peak_mib};
+use crate::process::Window;
+use crate::report::{Figures, median_of, median_ratio, peak_mib, stolen_percent, stolen_sentence};
 use crate::requests::Body;
 use crate::stack::{Isolation, Server, Stack};
 
@@ -57,13 +58,14 @@ pub async fn compare(
             let (generator, server) = CELLS[index];
             let measured = cell(stack, plan, generator, server, &script).await?;
             eprintln!(
-                "wrk run {}: {:?} / {}: {:.0} req/s, p99 {:.2} ms, {:.0} us CPU per request, not accepted {}",
+                "wrk run {}: {:?} / {}: {:.0} req/s, p99 {:.2} ms, {:.0} us CPU per request, {:.0}% stolen, not accepted {}",
                 run + 1,
                 generator,
                 server.label(),
                 measured.per_s,
                 measured.p99_ms,
                 measured.cpu_us_per_request.unwrap_or(f64::NAN),
+                measured.stolen.unwrap_or(f64::NAN) * 100.0,
                 measured.not_accepted,
             );
             figures[index] = Some(measured);
@@ -92,18 +94,18 @@ async fn cell(
                 isolation.prefix.clone(),
             ));
             tokio::time::sleep(plan.warm_up).await;
-            let before = service.cpu_seconds();
+            let window = Window::open(&service);
             tokio::time::sleep(plan.measure).await;
-            let cpu = service.cpu_seconds().zip(before).map(|(a, b)| a - b);
+            let (cpu, stolen) = window.close(&service);
             let outcome = load.await?;
-            Ok(Figures::new(&outcome, service.peak_rss(), cpu))
+            Ok(Figures::new(&outcome, service.peak_rss(), cpu).with_stolen(stolen))
         }
         Generator::Wrk => {
             wrk(service.addr, script, plan.warm_up.as_secs().max(1)).await?;
-            let before = service.cpu_seconds();
+            let window = Window::open(&service);
             let result = wrk(service.addr, script, plan.measure.as_secs().max(1)).await;
-            let cpu = service.cpu_seconds().zip(before).map(|(a, b)| a - b);
-            result.map(|result| result.figures(service.peak_rss(), cpu))
+            let (cpu, stolen) = window.close(&service);
+            result.map(|result| result.figures(service.peak_rss(), cpu).with_stolen(stolen))
         }
     };
     service.stop().await;
@@ -213,6 +215,7 @@ impl WrkResult {
             not_accepted: self.status_errors + self.socket_errors,
             peak_rss,
             cpu_us_per_request: cpu_seconds.map(|cpu| cpu * 1e6 / accepted.max(1) as f64),
+            stolen: None,
         }
     }
 }
@@ -242,13 +245,13 @@ fn table(body: &str, runs: &[Run]) -> String {
         out,
         "## Ingest against its floor under two load generators ({CONNECTIONS} connections)\n\n\
          Body: {body}.\n\n\
-         | generator | server | requests/s | p50 | p99 | p99.9 | not 2xx | CPU per request | peak RSS |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+         | generator | server | requests/s | p50 | p99 | p99.9 | not 2xx | CPU per request | CPU stolen | peak RSS |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for (index, (generator, server)) in CELLS.iter().enumerate() {
         let _ = writeln!(
             out,
-            "| {generator:?} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.0} us | {} |",
+            "| {generator:?} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.0} | {:.0} us | {} | {} |",
             server.label(),
             median_of(runs, |run| run[index].per_s),
             median_of(runs, |run| run[index].p50_ms),
@@ -258,6 +261,7 @@ fn table(body: &str, runs: &[Run]) -> String {
             median_of(runs, |run| run[index]
                 .cpu_us_per_request
                 .unwrap_or(f64::NAN)),
+            stolen_percent(runs, |run| run[index].stolen),
             peak_mib(runs, |run| run[index].peak_rss),
         );
     }
@@ -270,6 +274,11 @@ fn table(body: &str, runs: &[Run]) -> String {
             median_ratio(runs, |run| run[ingest].p99_ms, |run| run[floor].p99_ms),
         );
     }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        stolen_sentence(runs.iter().flatten().map(|figures| figures.stolen))
+    );
     out
 }
 
