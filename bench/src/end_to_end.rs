@@ -59,6 +59,25 @@ pub struct Run {
     pub worker_rss: Option<u64>,
 }
 
+/// The storage phases of a run, after its saturation phase, in a rotated order (run 1 in this
+/// order, run 2 from the second, and so on). The first of them runs while the machine is still
+/// busy with the saturation phase's leftovers (RabbitMQ deleting a queue of tens of thousands
+/// of messages, the kernel writing back a dropped database); in a fixed order the worker alone
+/// always took that slot (one run of 2026-12-08: the worker alone 0.51 of the floor, the same
+/// worker with TLS right after it 0.81).
+#[derive(Clone, Copy, Debug)]
+enum StoragePhase {
+    Alone,
+    AloneTls,
+    Floor,
+}
+
+const STORAGE_PHASES: [StoragePhase; 3] = [
+    StoragePhase::Alone,
+    StoragePhase::AloneTls,
+    StoragePhase::Floor,
+];
+
 pub async fn measure(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Run>> {
     let mut runs = Vec::new();
     for run in 0..plan.runs {
@@ -66,9 +85,17 @@ pub async fn measure(stack: &Stack, plan: &Plan) -> anyhow::Result<Vec<Run>> {
         let measured = once(stack, plan, &isolation).await;
         stack.remove(&isolation).await?;
         let mut measured = measured?;
-        measured.alone = worker_alone(stack, Transport::Plain).await?;
-        measured.alone_tls = worker_alone(stack, Transport::Tls).await?;
-        measured.floor = storage_floor::measure(stack).await?;
+        for turn in 0..STORAGE_PHASES.len() {
+            match STORAGE_PHASES[(run + turn) % STORAGE_PHASES.len()] {
+                StoragePhase::Alone => {
+                    measured.alone = worker_alone(stack, Transport::Plain).await?;
+                }
+                StoragePhase::AloneTls => {
+                    measured.alone_tls = worker_alone(stack, Transport::Tls).await?;
+                }
+                StoragePhase::Floor => measured.floor = storage_floor::measure(stack).await?,
+            }
+        }
         eprintln!("end to end run {}: {measured:?}", run + 1);
         runs.push(measured);
     }
