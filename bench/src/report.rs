@@ -89,8 +89,8 @@ pub fn stolen_percent<T>(runs: &[T], stolen: impl Fn(&T) -> Option<f64>) -> Stri
     }
 }
 
-/// The lowest and highest stolen share over every cell of `runs`, for the sentence under a
-/// table ("the hypervisor stole 3-38% ..."), or `None` when none could be read.
+/// The lowest and highest of `shares` (a table's every cell), for the sentence under the table
+/// ("the hypervisor stole 3-38% ..."), or `None` when none could be read.
 pub fn stolen_range(shares: impl IntoIterator<Item = Option<f64>>) -> Option<(f64, f64)> {
     shares.into_iter().flatten().fold(None, |range, share| {
         let (low, high) = range.unwrap_or((share, share));

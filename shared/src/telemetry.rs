@@ -9,6 +9,10 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogSettings;
 
+mod span_fields;
+
+use span_fields::JsonSpanFields;
+
 /// Installs the global tracing subscriber. Safe to call more than once (tests do): later calls
 /// keep the first subscriber.
 pub fn init_tracing(settings: &LogSettings) {
@@ -18,7 +22,11 @@ pub fn init_tracing(settings: &LogSettings) {
         .unwrap_or_else(|| !std::io::stdout().is_terminal());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _already_set = if json {
-        builder.json().flatten_event(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .fmt_fields(JsonSpanFields)
+            .try_init()
     } else {
         builder.try_init()
     };
