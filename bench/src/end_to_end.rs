@@ -19,7 +19,8 @@ use tokio::sync::mpsc;
 use crate::Plan;
 use crate::ingest::CONNECTIONS;
 use crate::load::{self, Load, Pace, quantile_ms};
-use crate::report::{median_of, median_ratio, peak_mib};
+use crate::process::MachineCpu;
+use crate::report::{median_of, median_ratio, peak_mib, stolen_percent};
 use crate::requests::{Body, stored_key};
 use crate::scale_out::Cpu;
 use crate::stack::{Isolation, Server, Stack};
@@ -174,6 +175,8 @@ pub struct Alone {
     pub worker_us_per_event: f64,
     pub postgres_us_per_event: f64,
     pub rabbitmq_us_per_event: f64,
+    /// The share of the machine's CPU time the hypervisor stole in the window.
+    pub stolen: Option<f64>,
 }
 
 /// How the worker alone reaches PostgreSQL. Every other connection of the benchmark is plain
@@ -245,7 +248,9 @@ async fn worker_alone_in(
     let wal_before = storage_floor::wal_lsn(&pool).await?;
     let stored = || storage_floor::stored_events(&pool);
     let (before, cpu_before, started) = (stored().await?, cpu(), Instant::now());
+    let machine_before = MachineCpu::now();
     tokio::time::sleep(storage_floor::MEASURE).await;
+    let stolen = MachineCpu::stolen_since(machine_before);
     let (after, cpu_after, ended) = (stored().await?, cpu(), Instant::now());
     let wal_after = storage_floor::wal_lsn(&pool).await?;
     anyhow::ensure!(
@@ -262,6 +267,7 @@ async fn worker_alone_in(
         worker_us_per_event: us_per_event(spent.worker),
         postgres_us_per_event: us_per_event(spent.postgres),
         rabbitmq_us_per_event: us_per_event(spent.rabbitmq),
+        stolen,
     };
     pool.close().await;
     worker.stop().await;
@@ -354,6 +360,7 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
          | worker alone with TLS to PostgreSQL (`sslmode=require`) / without (within each run) | {:.2} ({:.0} events/s) |\n\
          | CPU per event, worker alone with TLS: worker / PostgreSQL | {:.0} / {:.0} us |\n\
          | CPU per event, floor: PostgreSQL | {:.0} us |\n\
+         | CPU stolen by the hypervisor in the window, worker alone / floor | {} / {} |\n\
          | table bytes per event (with indexes and TOAST), worker / floor | {:.0} / {:.0} bytes |\n\
          | half rate, on a fixed schedule | {:.0} events/s |\n\
          | 202 to committed row, p50 | {:.1} ms |\n\
@@ -386,6 +393,8 @@ pub fn table(runs: &[Run], ingest_floor_per_s: f64) -> String {
         median_of(runs, |run| run.alone_tls.worker_us_per_event),
         median_of(runs, |run| run.alone_tls.postgres_us_per_event),
         median_of(runs, |run| run.floor.postgres_us_per_event),
+        stolen_percent(runs, |run| run.alone.stolen),
+        stolen_percent(runs, |run| run.floor.stolen),
         median_of(runs, |run| run.table_bytes_per_event),
         median_of(runs, |run| run.floor.table_bytes_per_event),
         median_of(runs, |run| run.half_rate),

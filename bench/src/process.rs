@@ -87,6 +87,14 @@ impl MachineCpu {
         })
     }
 
+    /// The share of the machine's CPU time stolen from `earlier` (read with [`Self::now`]) to
+    /// now, if both could be read.
+    pub fn stolen_since(earlier: Option<MachineCpu>) -> Option<f64> {
+        Self::now()
+            .zip(earlier)
+            .and_then(|(now, earlier)| now.stolen_share_since(&earlier))
+    }
+
     /// The share of the machine's CPU time since `earlier` that was stolen.
     pub fn stolen_share_since(&self, earlier: &MachineCpu) -> Option<f64> {
         let total = self.total.checked_sub(earlier.total).filter(|&t| t > 0)?;
@@ -115,10 +123,7 @@ impl Window {
             .cpu_seconds()
             .zip(self.service_cpu)
             .map(|(after, before)| after - before);
-        let stolen = MachineCpu::now()
-            .zip(self.machine)
-            .and_then(|(after, before)| after.stolen_share_since(&before));
-        (cpu, stolen)
+        (cpu, MachineCpu::stolen_since(self.machine))
     }
 }
 

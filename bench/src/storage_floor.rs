@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::process::cpu_seconds_of_command;
+use crate::process::{MachineCpu, cpu_seconds_of_command};
 use crate::stack::{Isolation, Stack};
 
 /// The worker's batch (`WORKER_BATCH`): events per transaction.
@@ -87,6 +87,8 @@ pub struct Floor {
     pub table_bytes_per_event: f64,
     /// PostgreSQL's CPU microseconds per event.
     pub postgres_us_per_event: f64,
+    /// The share of the machine's CPU time the hypervisor stole in the window.
+    pub stolen: Option<f64>,
 }
 
 /// Runs the floor for [`MEASURE`] after [`WARM_UP`], in a database of its own that starts with
@@ -113,7 +115,9 @@ async fn measure_in(stack: &Stack, isolation: &Isolation) -> anyhow::Result<Floo
     tokio::time::sleep(WARM_UP).await;
     let (events_before, wal_before) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
     let (cpu_before, started) = (cpu_seconds_of_command("postgres"), Instant::now());
+    let machine_before = MachineCpu::now();
     tokio::time::sleep(MEASURE).await;
+    let stolen = MachineCpu::stolen_since(machine_before);
     let cpu = cpu_seconds_of_command("postgres") - cpu_before;
     let (events_after, wal_after) = (stored_events(&pool).await?, wal_lsn(&pool).await?);
     let elapsed = started.elapsed();
@@ -127,6 +131,7 @@ async fn measure_in(stack: &Stack, isolation: &Isolation) -> anyhow::Result<Floo
         wal_bytes_per_event: wal_bytes(&pool, &wal_before, &wal_after).await? / written,
         table_bytes_per_event: table_bytes(&pool).await? / stored,
         postgres_us_per_event: cpu * 1e6 / written.max(1.0),
+        stolen,
     };
     pool.close().await;
     Ok(floor)
