@@ -14,6 +14,10 @@ use crate::process::{Service, binary, free_addr};
 
 pub const OMI_KEY: &str = "bench-omi-key";
 pub const ADMIN_TOKEN: &str = "bench-admin-token";
+/// The longest one broker operation of [`Stack`] (connect, the work, close) may take.
+const BROKER_STEP: std::time::Duration = std::time::Duration::from_secs(15);
+/// How many times [`Stack`] makes a broker operation that hung.
+const BROKER_ATTEMPTS: u32 = 3;
 
 /// What every benchmark needs: where the binaries and logs are, and how long to measure.
 pub struct Stack {
@@ -208,16 +212,38 @@ impl Stack {
     }
 
     /// Runs `work` on a channel of a connection of its own, with the run's topology.
+    ///
+    /// Each attempt is bounded by [`BROKER_STEP`], and a hung attempt is made again, up to
+    /// [`BROKER_ATTEMPTS`] times: a chaos run once waited forever here after its faults (the
+    /// process idle, no connection to the broker open, its drain never polled again), so a
+    /// bench or chaos run can no longer stall on one of these.
     async fn on_channel<T, F, Fut>(&self, isolation: &Isolation, work: F) -> anyhow::Result<T>
     where
-        F: FnOnce(lapin::Channel, Topology) -> Fut,
+        F: Fn(lapin::Channel, Topology) -> Fut,
         Fut: Future<Output = anyhow::Result<T>>,
     {
-        let topology = Topology::new(&isolation.broker(&self.amqp_url));
-        let connection = broker::connect(&self.amqp_url, "bench").await?;
-        let result = work(connection.create_channel().await?, topology).await;
-        let _ = connection.close(200, "done".into()).await;
-        result
+        for attempt in 1..=BROKER_ATTEMPTS {
+            let topology = Topology::new(&isolation.broker(&self.amqp_url));
+            let once = async {
+                let connection = broker::connect(&self.amqp_url, "bench").await?;
+                let result = work(connection.create_channel().await?, topology).await;
+                anyhow::Ok((connection, result))
+            };
+            match tokio::time::timeout(BROKER_STEP, once).await {
+                Ok(Ok((connection, result))) => {
+                    // The answer is in; a close that hangs is not waited for past the step.
+                    let closing = connection.close(200, "done".into());
+                    let _ = tokio::time::timeout(BROKER_STEP, closing).await;
+                    return result;
+                }
+                Ok(Err(error)) => return Err(error),
+                Err(_) => eprintln!(
+                    "bench: a broker operation took over {BROKER_STEP:?} (attempt {attempt} of \
+                     {BROKER_ATTEMPTS})"
+                ),
+            }
+        }
+        anyhow::bail!("the broker did not answer in {BROKER_ATTEMPTS} attempts of {BROKER_STEP:?}")
     }
 
     /// Deletes the run's queues, exchanges and database, whatever of them exists.
